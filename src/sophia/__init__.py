@@ -1,0 +1,1 @@
+"""Sophia release engine."""

@@ -1,0 +1,374 @@
+"""Configuration: ``sophia.yaml`` plus the deployment guide's environment variables, validated by pydantic.
+
+Precedence, lowest first: the model defaults (the guide's production numbers), ``sophia.yaml``, environment
+variables. A bad value anywhere becomes a ``ConfigError`` whose message names the field or variable; the CLI turns
+it into exit code 2 before anything is started or changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STAGE_NAMES: tuple[str, ...] = (
+    "lint-test",
+    "build-cache",
+    "canary-deploy",
+    "migrate-neon",
+    "synthetics",
+    "full-rollout",
+    "readiness-check",
+)
+
+VERSION_PATTERN = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z][0-9A-Za-z.-]*)?$")
+SERVICE_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,40}$"
+
+DEFAULT_CONFIG_FILE = "sophia.yaml"
+
+ServiceKind = Literal["generic", "comms", "crm", "analytics"]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is meant for the user and names the offending field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_version(version: str) -> str:
+    """Release versions look like ``v1.2.3`` or ``v1.2.3-rc.1``."""
+    if not VERSION_PATTERN.match(version):
+        raise ConfigError(f"malformed version {version!r}: expected vMAJOR.MINOR.PATCH, e.g. v1.2.0")
+    return version
+
+
+class ServiceSpec(_Model):
+    name: Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
+    kind: ServiceKind = "generic"
+    router_port: Annotated[int, Field(ge=1024, le=65535)]
+
+
+class CanaryPolicy(_Model):
+    steps: list[Annotated[int, Field(ge=1, le=99)]] = Field(default_factory=lambda: [10], min_length=1)
+    manual_gate: bool = False
+
+    @field_validator("steps")
+    @classmethod
+    def _ascending(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("canary steps must be strictly ascending percentages below 100")
+        return steps
+
+    @property
+    def weight(self) -> int:
+        """The first canary weight (the guide's CANARY_PERCENTAGE)."""
+        return self.steps[0]
+
+
+class HealthPolicy(_Model):
+    interval_s: Seconds = 30.0
+    timeout_s: Seconds = 10.0
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class AnalysisPolicy(_Model):
+    """How long each canary step is watched and what counts as a bad canary."""
+
+    step_duration_s: Seconds = 180.0
+    interval_s: Seconds = 10.0
+    min_requests: Annotated[int, Field(ge=1)] = 50
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_p95_latency_ms: Seconds = 1000.0
+    max_p99_latency_ms: Seconds = 2500.0
+    false_positive_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+
+
+class TrafficPolicy(_Model):
+    """The built-in load generator that drives every router while the canary is analysed."""
+
+    enabled: bool = True
+    rps_per_service: Annotated[float, Field(gt=0, le=1000)] = 5.0
+    timeout_s: Seconds = 10.0
+
+
+class SyntheticsPolicy(_Model):
+    timeout_s: Seconds = 15.0
+
+
+class RolloutPolicy(_Model):
+    bake_s: Annotated[float, Field(ge=0)] = 60.0
+
+
+class Budgets(_Model):
+    """Wall-time budgets in seconds per stage and for the whole run; a stage without one is unbounded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    lint_test: Seconds | None = Field(default=None, alias="lint-test")
+    build_cache: Seconds | None = Field(default=None, alias="build-cache")
+    canary_deploy: Seconds | None = Field(default=300.0, alias="canary-deploy")
+    migrate_neon: Seconds | None = Field(default=120.0, alias="migrate-neon")
+    synthetics: Seconds | None = Field(default=60.0, alias="synthetics")
+    full_rollout: Seconds | None = Field(default=600.0, alias="full-rollout")
+    readiness_check: Seconds | None = Field(default=None, alias="readiness-check")
+    total: Seconds = 1800.0
+
+    def for_stage(self, stage: str) -> float | None:
+        value: float | None = getattr(self, stage.replace("-", "_"))
+        return value
+
+
+class Profile(_Model):
+    canary: CanaryPolicy = CanaryPolicy()
+    health: HealthPolicy = HealthPolicy()
+    analysis: AnalysisPolicy = AnalysisPolicy()
+    traffic: TrafficPolicy = TrafficPolicy()
+    synthetics: SyntheticsPolicy = SyntheticsPolicy()
+    rollout: RolloutPolicy = RolloutPolicy()
+    budgets: Budgets = Budgets()
+
+
+class LocalPlatformConfig(_Model):
+    state_dir: Path = Path(".sophia")
+    postgres_port: Annotated[int, Field(ge=1024, le=65535)] = 55432
+    router_admin_port: Annotated[int, Field(ge=1024, le=65535)] = 18900
+    baseline_version: str = "v1.0.0"
+    startup_timeout_s: Seconds = 30.0
+
+    @field_validator("baseline_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return check_version(value)
+
+
+class LintTestConfig(_Model):
+    commands: list[list[str]] = Field(
+        default_factory=lambda: [["ruff", "check", "."], ["pytest", "-q"]],
+    )
+    timeout_s: Seconds = 900.0
+
+
+class ReleaseConfig(_Model):
+    version: str = "v1.1.0"
+    registry: str = "ghcr.io"
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return check_version(value)
+
+
+class NeonConfig(_Model):
+    project_id: str = "rough-union-72390895"
+    endpoint_id: str = "ep-rough-dew-af6w48m3"
+    user: str = "neondb_owner"
+    database: str = "neondb"
+    region: str = "us-east-1"
+    api_key: SecretStr | None = None
+    api_url: str = "https://console.neon.tech/api/v2"
+
+
+class NotifyConfig(_Model):
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_integration_key: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    smtp_host: str | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    email_from: str = "sophia-release@localhost"
+    email_to: list[str] = Field(default_factory=list)
+    report_base_url: str | None = None
+    timeout_s: Seconds = 5.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 4
+
+
+class Settings(_Model):
+    """The whole configuration as written in ``sophia.yaml`` (before the active profile is chosen)."""
+
+    platform: Literal["local", "kubernetes"] = "local"
+    profile: str = "production"
+    release: ReleaseConfig = ReleaseConfig()
+    services: list[ServiceSpec] = Field(min_length=1)
+    profiles: dict[str, Profile] = Field(default_factory=lambda: {"production": Profile()})
+    local: LocalPlatformConfig = LocalPlatformConfig()
+    lint_test: LintTestConfig = Field(default_factory=LintTestConfig, alias="lint-test")
+    migrations_dir: Path = Path("ops/sql")
+    database_url: SecretStr | None = None
+    neon: NeonConfig = NeonConfig()
+    notify: NotifyConfig = NotifyConfig()
+    github_token: SecretStr | None = None
+    kube_config: SecretStr | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [s.name for s in self.services]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate service names: {', '.join(duplicates)}")
+        ports = [s.router_port for s in self.services] + [self.local.postgres_port, self.local.router_admin_port]
+        clashing = sorted({p for p in ports if ports.count(p) > 1})
+        if clashing:
+            raise ValueError(f"ports used twice: {', '.join(map(str, clashing))}")
+        if self.profile not in self.profiles:
+            raise ValueError(f"profile {self.profile!r} is not defined (known: {', '.join(sorted(self.profiles))})")
+        return self
+
+    @property
+    def policy(self) -> Profile:
+        """The active profile's policies."""
+        return self.profiles[self.profile]
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"unknown service {name!r} (known: {', '.join(s.name for s in self.services)})")
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.services]
+
+
+class SeedEnvironment(BaseSettings):
+    """The environment variables named in the deployment guide (plus a few of our own), all optional."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_prefix="")
+
+    CANARY_PERCENTAGE: Annotated[int, Field(ge=1, le=99)] | None = None
+    PRODUCTION_TAG: str | None = None
+    REGISTRY: str | None = None
+    NEON_PROJECT_ID: str | None = None
+    NEON_ENDPOINT_ID: str | None = None
+    NEON_USER: str | None = None
+    NEON_DB: str | None = None
+    NEON_API_KEY: SecretStr | None = None
+    KUBE_CONFIG: SecretStr | None = None
+    GITHUB_TOKEN: SecretStr | None = None
+    SLACK_WEBHOOK_URL: SecretStr | None = None
+    PAGERDUTY_INTEGRATION_KEY: SecretStr | None = None
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int | None = None
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    EMAIL_TO: str | None = None
+    DATABASE_URL: SecretStr | None = None
+    SOPHIA_PROFILE: str | None = Field(default=None, validation_alias=AliasChoices("SOPHIA_PROFILE"))
+    SOPHIA_PLATFORM: str | None = None
+
+
+def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
+    """Map the flat environment variables onto the nested settings tree."""
+    tree: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        if value is None:
+            return
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    put("release.version", env.PRODUCTION_TAG)
+    put("release.registry", env.REGISTRY)
+    put("neon.project_id", env.NEON_PROJECT_ID)
+    put("neon.endpoint_id", env.NEON_ENDPOINT_ID)
+    put("neon.user", env.NEON_USER)
+    put("neon.database", env.NEON_DB)
+    put("neon.api_key", env.NEON_API_KEY)
+    put("kube_config", env.KUBE_CONFIG)
+    put("github_token", env.GITHUB_TOKEN)
+    put("notify.slack_webhook_url", env.SLACK_WEBHOOK_URL)
+    put("notify.pagerduty_integration_key", env.PAGERDUTY_INTEGRATION_KEY)
+    put("notify.smtp_host", env.SMTP_HOST)
+    put("notify.smtp_port", env.SMTP_PORT)
+    put("notify.smtp_username", env.SMTP_USERNAME)
+    put("notify.smtp_password", env.SMTP_PASSWORD)
+    if env.EMAIL_TO:
+        put("notify.email_to", [a.strip() for a in env.EMAIL_TO.split(",") if a.strip()])
+    put("database_url", env.DATABASE_URL)
+    put("profile", env.SOPHIA_PROFILE)
+    put("platform", env.SOPHIA_PLATFORM)
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_canary_percentage(settings: Settings, percentage: int | None) -> Settings:
+    """CANARY_PERCENTAGE replaces the first canary step of every profile (later steps must stay above it)."""
+    if percentage is None:
+        return settings
+    profiles = {}
+    for name, profile in settings.profiles.items():
+        steps = [percentage, *[s for s in profile.canary.steps[1:] if s > percentage]]
+        canary = profile.canary.model_copy(update={"steps": steps})
+        profiles[name] = profile.model_copy(update={"canary": canary})
+    return settings.model_copy(update={"profiles": profiles})
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg']}{more}"
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read ``sophia.yaml`` (or ``path``), apply the environment and explicit overrides, validate."""
+    environ = dict(os.environ if env is None else env)
+    config_path = Path(path or environ.get("SOPHIA_CONFIG") or DEFAULT_CONFIG_FILE)
+    try:
+        raw_text = config_path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {config_path}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(raw_text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping at the top level")
+    try:
+        seed_env = SeedEnvironment(**{k: v for k, v in environ.items() if k in SeedEnvironment.model_fields})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "environment")) from exc
+    merged = _merge(_merge(raw, _env_overrides(seed_env)), overrides or {})
+    try:
+        settings = Settings.model_validate(merged)
+        return _apply_canary_percentage(settings, seed_env.CANARY_PERCENTAGE)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(config_path))) from exc

@@ -1,0 +1,101 @@
+"""The engine's view of the outside world: one small Protocol per concern.
+
+Adapters (platforms, checks, notifiers, database, build tools) implement these structurally; the engine never
+imports an adapter. The composition root (``sophia.wiring``) picks implementations with factories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from sophia.engine.model import (
+    Artifact,
+    CanarySpec,
+    CommandResult,
+    MigrationOutcome,
+    Notification,
+    ProbeResult,
+    ServiceStatus,
+    SyntheticResult,
+    Track,
+    TrackSample,
+    TrafficTarget,
+)
+
+
+class PlatformError(RuntimeError):
+    """The platform could not carry out an action."""
+
+
+class Platform(Protocol):
+    """Where services run: starts canaries, moves traffic, promotes, rolls back."""
+
+    name: str
+
+    async def inspect(self) -> list[ServiceStatus]: ...
+
+    async def deploy_canary(self, spec: CanarySpec) -> None:
+        """Start the canary of every service at weight 0 and wait until each is ready."""
+        ...
+
+    async def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Set the canary weight (percent) of the given services, all at once."""
+        ...
+
+    async def promote(self) -> None:
+        """Send all traffic to the canary, which becomes stable; the old stable stays warm until retired."""
+        ...
+
+    async def retire_previous(self) -> None:
+        """Stop the warm previous stable kept by ``promote``."""
+        ...
+
+    async def rollback(self) -> None:
+        """Every service back to 100 % of the stable it had before this run; canaries stopped."""
+        ...
+
+
+class HealthProbe(Protocol):
+    async def probe(self, url: str, timeout_s: float) -> ProbeResult: ...
+
+
+class MetricsSource(Protocol):
+    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
+        """Cumulative counters per (service, track); analysis works on differences between samples."""
+        ...
+
+
+class TrafficGenerator(Protocol):
+    def run(self, targets: Sequence[TrafficTarget]) -> AbstractAsyncContextManager[None]:
+        """Drive steady representative traffic through every target while the context is open."""
+        ...
+
+
+class Builder(Protocol):
+    async def build(self, version: str) -> Artifact: ...
+
+
+class CommandRunner(Protocol):
+    async def run(self, argv: Sequence[str], timeout_s: float) -> CommandResult: ...
+
+
+class MigrationError(RuntimeError):
+    """A migration failed; what ran in this attempt was rolled back."""
+
+
+class Migrator(Protocol):
+    async def migrate(self) -> MigrationOutcome: ...
+
+
+class SyntheticChecks(Protocol):
+    async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:
+        """Run the end-to-end checks through the routers against ``version``, asserting their side effects."""
+        ...
+
+
+class Notifier(Protocol):
+    async def send(self, notification: Notification) -> None:
+        """Deliver one notification; may be slow or raise. Callers bound and retry it."""
+        ...
