@@ -173,3 +173,5 @@ class Notification:
     service: str | None = None
     reason: str | None = None
     report_url: str | None = None
+    # Earlier runs whose open alerts this notification closes (a promotion resolves the failures before it).
+    resolves: tuple[str, ...] = ()
