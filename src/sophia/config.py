@@ -7,6 +7,7 @@ it into exit code 2 before anything is started or changed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -73,7 +74,7 @@ class CanaryPolicy(_Model):
     @field_validator("steps")
     @classmethod
     def _ascending(cls, steps: list[int]) -> list[int]:
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError("canary steps must be strictly ascending percentages below 100")
         return steps
 
@@ -147,7 +148,6 @@ class Profile(_Model):
 
 
 class LocalPlatformConfig(_Model):
-    state_dir: Path = Path(".sophia")
     postgres_port: Annotated[int, Field(ge=1024, le=65535)] = 55432
     router_admin_port: Annotated[int, Field(ge=1024, le=65535)] = 18900
     baseline_version: str = "v1.0.0"
@@ -213,6 +213,7 @@ class Settings(_Model):
     local: LocalPlatformConfig = LocalPlatformConfig()
     lint_test: LintTestConfig = Field(default_factory=LintTestConfig, alias="lint-test")
     migrations_dir: Path = Path("ops/sql")
+    state_dir: Path = Path(".sophia")
     database_url: SecretStr | None = None
     neon: NeonConfig = NeonConfig()
     notify: NotifyConfig = NotifyConfig()
@@ -363,7 +364,9 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping at the top level")
     try:
-        seed_env = SeedEnvironment(**{k: v for k, v in environ.items() if k in SeedEnvironment.model_fields})
+        seed_env = SeedEnvironment.model_validate(
+            {k: v for k, v in environ.items() if k in SeedEnvironment.model_fields}
+        )
     except ValidationError as exc:
         raise ConfigError(_describe(exc, "environment")) from exc
     merged = _merge(_merge(raw, _env_overrides(seed_env)), overrides or {})

@@ -53,7 +53,11 @@ class Platform(Protocol):
         ...
 
     async def rollback(self) -> None:
-        """Every service back to 100 % of the stable it had before this run; canaries stopped."""
+        """Every service back to 100 % of the stable it had before this run, all at once (traffic only)."""
+        ...
+
+    async def retire_canary(self) -> None:
+        """Stop the canary workloads (after ``rollback`` has moved their traffic away)."""
         ...
 
 

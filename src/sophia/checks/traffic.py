@@ -1,0 +1,205 @@
+"""The built-in load generator: steady, representative requests through every router while a canary is judged.
+
+It runs in its own process (``python -m sophia.checks.traffic``), like Flagger's load tester runs in its own pod:
+hundreds of requests a second must not compete with the engine's event loop, whose health probes and rollback
+calls have to stay on time. The generator is open-loop, like a real user population: requests go out on schedule
+whether or not earlier ones have answered (bounded by a cap on requests in flight per service), so a slow canary
+cannot slow the load down and hide itself. Every request carries ``x-sophia-source: loadgen`` so telemetry and
+reports can tell it apart from other traffic.
+
+aiohttp is the client here, not httpx as elsewhere: it costs about a quarter of httpx's CPU per request, which is
+what decides how much load one laptop core can generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+
+from sophia.engine.clock import Clock, SystemClock
+from sophia.engine.model import TrafficTarget
+
+LOAD_HEADERS = {"x-sophia-source": "loadgen", "user-agent": "sophia-loadgen"}
+
+
+@dataclass(frozen=True)
+class RequestTemplate:
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    weight: int = 1
+
+
+# What real callers of each kind of service do, in proportion.
+MIX: dict[str, tuple[RequestTemplate, ...]] = {
+    "generic": (
+        RequestTemplate("POST", "/api/invoke", {"tool": "summarise", "arguments": {"text": "quarterly pipeline"}}, 6),
+        RequestTemplate("GET", "/api/info", None, 3),
+        RequestTemplate("GET", "/version", None, 1),
+    ),
+    "comms": (
+        RequestTemplate(
+            "POST",
+            "/slack/post",
+            {"channel": "#sophia-loadgen", "message": "load test", "username": "sophia-loadgen"},
+            7,
+        ),
+        RequestTemplate("GET", "/version", None, 3),
+    ),
+    "crm": (
+        RequestTemplate(
+            "POST",
+            "/tasks/create",
+            {"subject": "Follow up", "description": "load test", "priority": "LOW", "assignee": "loadgen@sophia.ai"},
+            7,
+        ),
+        RequestTemplate("GET", "/version", None, 3),
+    ),
+    "analytics": (
+        RequestTemplate("POST", "/query/neon", {"query": "SELECT 1 AS ok"}, 7),
+        RequestTemplate("GET", "/version", None, 3),
+    ),
+}
+
+
+@dataclass
+class TrafficStats:
+    sent: int = 0
+    answered: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+
+class TrafficDriver:
+    """Paces requests to each target at ``rps`` through the injected clock."""
+
+    def __init__(self, clock: Clock, rps: float, *, max_in_flight: int = 64, seed: int | None = None) -> None:
+        self._clock = clock
+        self._interval = 1.0 / rps
+        self._max_in_flight = max_in_flight
+        self._random = random.Random(seed)
+        self.stats: dict[str, TrafficStats] = {}
+
+    async def drive(self, session: aiohttp.ClientSession, targets: Sequence[TrafficTarget]) -> None:
+        await asyncio.gather(*(self._drive_one(session, t) for t in targets))
+
+    async def _drive_one(self, session: aiohttp.ClientSession, target: TrafficTarget) -> None:
+        stats = self.stats.setdefault(target.service, TrafficStats())
+        templates = MIX.get(target.kind, MIX["generic"])
+        weights = [t.weight for t in templates]
+        in_flight: set[asyncio.Task[None]] = set()
+        # Spread services over the first interval so they don't all fire at the same instant.
+        await self._clock.sleep(self._random.random() * self._interval)
+        next_at = self._clock.monotonic()
+        try:
+            while True:
+                if len(in_flight) >= self._max_in_flight:
+                    stats.dropped += 1
+                else:
+                    template = self._random.choices(templates, weights)[0]
+                    task = asyncio.create_task(_send(session, target.url, template, stats))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                next_at += self._interval
+                await self._clock.sleep(next_at - self._clock.monotonic())
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+async def _send(session: aiohttp.ClientSession, base: str, template: RequestTemplate, stats: TrafficStats) -> None:
+    stats.sent += 1
+    try:
+        async with session.request(template.method, base.rstrip("/") + template.path, json=template.body) as reply:
+            await reply.read()
+    except (aiohttp.ClientError, TimeoutError):
+        stats.errors += 1
+        return
+    stats.answered += 1
+    if reply.status >= 500:
+        stats.errors += 1
+
+
+class LoadGenerator:
+    """The TrafficGenerator port: runs the driver in a child process for as long as the context is open."""
+
+    def __init__(self, rps_per_service: float, timeout_s: float, *, start_timeout_s: float = 15.0) -> None:
+        self._rps = rps_per_service
+        self._timeout = timeout_s
+        self._start_timeout = start_timeout_s
+        self.stats: dict[str, dict[str, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def run(self, targets: Sequence[TrafficTarget]) -> AsyncIterator[None]:
+        spec = {"rps": self._rps, "timeout_s": self._timeout, "targets": [asdict(t) for t in targets]}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sophia.checks.traffic",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        await proc.stdin.drain()
+        proc.stdin.close()
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                ready = await proc.stdout.readline()
+            if ready.strip() != b"ready":
+                raise RuntimeError("load generator did not start")
+            yield
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError, ValueError):
+                async with asyncio.timeout(5):
+                    line = await proc.stdout.readline()
+                    self.stats = json.loads(line) if line.strip() else {}
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+
+
+async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
+    targets = [TrafficTarget(**t) for t in spec["targets"]]
+    driver = TrafficDriver(SystemClock(), float(spec["rps"]))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    timeout = aiohttp.ClientTimeout(total=float(spec["timeout_s"]))
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, headers=LOAD_HEADERS, connector=connector) as session:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        driving = asyncio.create_task(driver.drive(session, targets))
+        await stop.wait()
+        driving.cancel()
+        await asyncio.gather(driving, return_exceptions=True)
+    return {name: asdict(s) for name, s in driver.stats.items()}
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.readline())
+    stats = asyncio.run(_serve(spec))
+    sys.stdout.write(json.dumps(stats) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The ``sophia`` command line: parses, calls, renders. No deployment logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from sophia.cli import deploy, local, status
+from sophia.cli.common import app_state
+
+app = typer.Typer(
+    name="sophia",
+    help="Ship Sophia AI's services through seven gated stages, with automatic rollback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.callback()(app_state)
+app.command("deploy")(deploy.deploy)
+app.command("status")(status.status)
+app.add_typer(local.app, name="local")
+
+
+def _mount_optional() -> None:
+    """Sub-commands that live in their own modules (database, audit)."""
+    from sophia.cli.audit import audit_app
+    from sophia.cli.db import db_app
+
+    app.add_typer(db_app, name="db")
+    app.add_typer(audit_app, name="audit")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

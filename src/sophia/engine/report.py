@@ -1,0 +1,86 @@
+"""The run report: report.json (machine-readable) and report.md (for people), under runs/<run-id>/."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sophia.engine.record import RunRecord, StageStatus
+
+_MARK = {
+    StageStatus.PASSED: "✅ passed",
+    StageStatus.FAILED: "❌ failed",
+    StageStatus.SKIPPED: "⏭ skipped",
+    StageStatus.PENDING: "· not run",
+    StageStatus.RUNNING: "… interrupted",
+}
+
+
+def report_dict(record: RunRecord) -> dict[str, Any]:
+    return record.as_dict()
+
+
+def render_markdown(record: RunRecord) -> str:
+    outcome = record.outcome.value if record.outcome else record.phase.value
+    lines = [
+        f"# Release {record.version} — {outcome}",
+        "",
+        f"- run: `{record.run_id}` on platform `{record.platform}` (profile `{record.profile}`), by {record.actor}",
+        f"- started {record.created_at.isoformat()}"
+        + (f", finished {record.finished_at.isoformat()}" if record.finished_at else ""),
+    ]
+    if record.faults:
+        lines.append(f"- injected faults: {', '.join(f'`{f}`' for f in record.faults)}")
+    if record.artifact:
+        hit = "cache hit" if record.artifact.get("cache_hit") else "fresh build"
+        lines.append(
+            f"- artifact: `{Path(record.artifact['path']).name}` ({hit}, git `{record.artifact['git_sha'][:10]}`)"
+        )
+    lines += ["", "| # | stage | status | duration | budget | detail |", "|---|---|---|---|---|---|"]
+    for i, stage in enumerate(record.stages, 1):
+        duration = f"{stage.duration_s:.2f}s" if stage.duration_s is not None else "—"
+        budget = f"{stage.budget_s:g}s" if stage.budget_s is not None else "—"
+        detail = stage.detail.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {i} | {stage.name} | {_MARK[stage.status]} | {duration} | {budget} | {detail} |")
+    if record.rollback:
+        rb = record.rollback
+        lines += ["", "## Rollback", "", f"- reason: {rb.reason}", f"- triggered at {rb.triggered_at.isoformat()}"]
+        if rb.detected_at:
+            lines.append(f"- first failing observation at {rb.detected_at.isoformat()}")
+        if rb.completed_at:
+            lines.append(f"- traffic back on stable at {rb.completed_at.isoformat()} ({rb.duration_s:.3f}s)")
+        if rb.error:
+            lines.append(f"- **rollback failed**: {rb.error}")
+    if record.services:
+        lines += ["", "## Services", "", "| service | version | canary | weight |", "|---|---|---|---|"]
+        for svc in record.services:
+            canary = svc["canary_version"] or "—"
+            lines.append(f"| {svc['name']} | {svc['stable_version']} | {canary} | {svc['canary_weight']} % |")
+    if record.notifications:
+        lines += ["", "## Notifications", ""]
+        for note in record.notifications:
+            state = "delivered" if note.get("delivered") else f"not delivered ({note.get('error')})"
+            lines.append(f"- {note.get('channel')}: {note.get('kind')} — {state}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(record: RunRecord, runs_dir: Path) -> Path:
+    """Write report.json and report.md atomically and point ``runs/latest`` at the run's folder."""
+    folder = runs_dir / record.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "report.json", json.dumps(report_dict(record), indent=2) + "\n")
+    _atomic_write(folder / "report.md", render_markdown(record))
+    latest = runs_dir / "latest"
+    tmp = runs_dir / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(record.run_id)
+    tmp.replace(latest)
+    return folder
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

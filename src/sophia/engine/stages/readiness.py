@@ -1,0 +1,40 @@
+"""readiness-check: every service healthy, connected to its database, and serving only the new version."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sophia.engine.context import RunContext
+from sophia.engine.model import ServiceStatus
+from sophia.engine.stages.base import StageResult, failed, passed
+
+
+class ReadinessCheck:
+    name = "readiness-check"
+
+    async def run(self, ctx: RunContext) -> StageResult:
+        services = await ctx.ports.platform.inspect()
+        problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
+        problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
+        if problems:
+            return failed("; ".join(problems), detected_at=ctx.clock.now())
+        await ctx.ports.platform.retire_previous()
+        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable")
+
+    @staticmethod
+    def _placement_problems(status: ServiceStatus, version: str) -> list[str]:
+        problems = []
+        if status.stable_version != version:
+            problems.append(f"{status.name} serves {status.stable_version}, not {version}")
+        if status.canary_version is not None or status.canary_weight:
+            problems.append(f"{status.name} still has a canary at {status.canary_weight} %")
+        return problems
+
+    @staticmethod
+    async def _probe(ctx: RunContext, status: ServiceStatus) -> str | None:
+        timeout = ctx.policy.health.timeout_s
+        for path in ("/health", "/ready"):
+            result = await ctx.ports.health.probe(status.url.rstrip("/") + path, timeout)
+            if not result.ok:
+                return f"{status.name} {path}: {result.error or f'HTTP {result.status_code}'}"
+        return None

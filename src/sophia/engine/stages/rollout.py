@@ -1,0 +1,29 @@
+"""full-rollout: all traffic to the new version, which becomes stable; the old stable stays warm until ready."""
+
+from __future__ import annotations
+
+from sophia.engine.analysis import watch
+from sophia.engine.context import RunContext
+from sophia.engine.decide import Verdict
+from sophia.engine.events import EventKind
+from sophia.engine.model import Track
+from sophia.engine.stages.base import StageResult, failed, passed
+
+
+class FullRollout:
+    name = "full-rollout"
+
+    async def run(self, ctx: RunContext) -> StageResult:
+        await ctx.ports.platform.promote()
+        ctx.emit(EventKind.WEIGHTS_CHANGED, f"100 % on {ctx.record.version}", stage=self.name, weight=100)
+        services = await ctx.ports.platform.inspect()
+        await ctx.start_traffic(services)
+        bake = ctx.policy.rollout.bake_s
+        if bake > 0:
+            outcome = await watch(ctx, services, bake, tracks=(Track.STABLE,), judge_canary=False, stage=self.name)
+            if outcome.verdict is not Verdict.PASS:
+                return failed(f"after promotion: {outcome.reason}", detected_at=outcome.detected_at)
+        return passed(
+            f"100 % of traffic on {ctx.record.version} for {bake:g}s; "
+            "the previous stable stays warm for an instant rollback until readiness-check passes"
+        )

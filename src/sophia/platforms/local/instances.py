@@ -1,0 +1,143 @@
+"""Service instances on the local platform: unpack an artifact, start one version of a service, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sophia.engine.clock import Clock
+from sophia.engine.model import Artifact
+from sophia.platforms.local import supervisor
+from sophia.platforms.local.router_table import Upstream
+from sophia.platforms.local.state import Instance, ProcessRef
+
+
+@dataclass(frozen=True)
+class LocalPaths:
+    """Where the local platform keeps its files, under the configured state directory."""
+
+    root: Path
+
+    @property
+    def home(self) -> Path:
+        return self.root / "local"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "platform.json"
+
+    @property
+    def ledger(self) -> Path:
+        """Every process ever started, appended right after it starts, so ``down`` can find them all."""
+        return self.home / "processes.jsonl"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def site(self, artifact: Artifact) -> Path:
+        return self.home / "sites" / artifact.content_hash[:16]
+
+
+def unpack(artifact: Artifact, paths: LocalPaths) -> Path:
+    """Unpack the wheel once per content hash; services then run the artifact's code, not the working tree."""
+    site = paths.site(artifact)
+    if (site / ".complete").exists():
+        return site
+    staging = site.with_name(site.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(artifact.path) as wheel:
+        wheel.extractall(staging)
+    (staging / ".complete").touch()
+    if site.exists():  # another process won the race; use its copy
+        return site
+    staging.rename(site)
+    return site
+
+
+def faults_env(faults: Mapping[str, float]) -> str:
+    return ",".join(f"{kind}={value:g}" for kind, value in sorted(faults.items()))
+
+
+def start(
+    paths: LocalPaths,
+    *,
+    service: str,
+    kind: str,
+    track: str,
+    artifact: Artifact,
+    version: str,
+    database_url: str,
+    faults: Mapping[str, float] | None = None,
+) -> Instance:
+    site = unpack(artifact, paths)
+    log = paths.logs / f"{service}.{track}.{version}.log"
+    env = {
+        "SOPHIA_SERVICE": service,
+        "SOPHIA_VERSION": version,
+        "SOPHIA_TRACK": track,
+        "SOPHIA_GIT_SHA": artifact.git_sha,
+        "SOPHIA_ARTIFACT": artifact.content_hash,
+        "SOPHIA_BACKEND": "sandbox",
+        "SOPHIA_FAULTS": faults_env(faults or {}),
+        "DATABASE_URL": database_url,
+    }
+    ref, port = supervisor.spawn_service(service=service, kind=kind, site=site, env=env, log=log)
+    instance = Instance(
+        pid=ref.pid,
+        create_time=ref.create_time,
+        version=version,
+        track=track,
+        port=port,
+        artifact=artifact.content_hash,
+        log=str(log),
+    )
+    _append_ledger(paths, instance)
+    return instance
+
+
+def _append_ledger(paths: LocalPaths, instance: Instance) -> None:
+    paths.ledger.parent.mkdir(parents=True, exist_ok=True)
+    with paths.ledger.open("a") as ledger:
+        ledger.write(instance.model_dump_json() + "\n")
+
+
+def record_process(paths: LocalPaths, ref: ProcessRef) -> None:
+    paths.ledger.parent.mkdir(parents=True, exist_ok=True)
+    with paths.ledger.open("a") as ledger:
+        ledger.write(ref.model_dump_json() + "\n")
+
+
+def ledger_processes(paths: LocalPaths) -> list[ProcessRef]:
+    try:
+        lines = paths.ledger.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    refs = []
+    for line in lines:
+        try:
+            refs.append(ProcessRef.model_validate_json(line))
+        except ValueError:
+            continue  # a line torn by a crash mid-write names no process we could have started
+    return refs
+
+
+async def wait_ready(instance: Instance, clock: Clock, timeout_s: float) -> None:
+    await supervisor.wait_ready(instance, f"{instance.url}/ready", timeout_s, Path(instance.log), clock)
+
+
+async def stop(*instances: Instance | None) -> None:
+    refs = [i for i in instances if i is not None]
+    if refs:
+        await asyncio.to_thread(supervisor.stop, refs)
+
+
+def upstream(instance: Instance | None) -> Upstream | None:
+    return None if instance is None else Upstream(url=instance.url, version=instance.version)

@@ -1,0 +1,177 @@
+"""The local platform: each service version a local process, a weighted router per service, embedded Postgres.
+
+It implements the engine's Platform protocol; the engine never learns that it is local. Its lifecycle
+(``sophia local up|down|status``) lives in ``environment.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from sophia.config import Settings
+from sophia.engine.clock import Clock
+from sophia.engine.model import CanarySpec, ServiceStatus
+from sophia.engine.ports import PlatformError
+from sophia.platforms.local import instances, supervisor
+from sophia.platforms.local.instances import LocalPaths, upstream
+from sophia.platforms.local.postgres import EmbeddedPostgres
+from sophia.platforms.local.router_client import RouterClient, RouterError
+from sophia.platforms.local.state import Instance, PlatformState, ServiceSlot
+
+
+class LocalPlatform:
+    name = "local"
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.paths = LocalPaths(settings.state_dir)
+        self.router = RouterClient(f"http://127.0.0.1:{settings.local.router_admin_port}")
+        self.postgres = EmbeddedPostgres(self.paths.postgres_dir, settings.local.postgres_port)
+
+    # -- shared helpers ---------------------------------------------------------------------------------------
+
+    def load(self) -> PlatformState:
+        state = PlatformState.load(self.paths.state_file)
+        if state is None:
+            raise PlatformError("the local platform is not running: start it with `sophia local up`")
+        return state
+
+    def save(self, state: PlatformState) -> None:
+        state.save(self.paths.state_file)
+
+    def database_url(self) -> str:
+        """DSN of the database the services use (the embedded stand-in for Neon); contains a password."""
+        return self.postgres.dsn(self.settings.neon.database)
+
+    async def _routed(self, *calls: Awaitable[Any]) -> None:
+        try:
+            await asyncio.gather(*calls)
+        except RouterError as exc:
+            raise PlatformError(f"router: {exc}") from exc
+
+    def _put(self, service: str, slot: ServiceSlot) -> Awaitable[Any]:
+        return self.router.put_route(service, upstream(slot.stable), upstream(slot.canary), slot.canary_weight)
+
+    async def apply_routes(self, state: PlatformState, names: list[str] | None = None) -> None:
+        """Make the router's routes match the recorded state (all services, or ``names``), concurrently."""
+        await self._routed(*(self._put(name, state.services[name]) for name in names or list(state.services)))
+
+    # -- Platform protocol ------------------------------------------------------------------------------------
+
+    async def inspect(self) -> list[ServiceStatus]:
+        state = self.load()
+        try:
+            routes = await self.router.routes()
+        except RouterError as exc:
+            raise PlatformError(f"router daemon unreachable: {exc}") from exc
+        statuses = []
+        for spec in self.settings.services:
+            slot = state.services.get(spec.name)
+            route = routes.get(spec.name)
+            if slot is None or route is None:
+                raise PlatformError(f"{spec.name} is not deployed on the local platform")
+            statuses.append(
+                ServiceStatus(
+                    name=spec.name,
+                    stable_version=slot.stable.version if slot.stable else None,
+                    canary_version=slot.canary.version if slot.canary else None,
+                    canary_weight=route.canary_weight,
+                    url=f"http://127.0.0.1:{slot.router_port}",
+                    stable_url=slot.stable.url if slot.stable else None,
+                    canary_url=slot.canary.url if slot.canary else None,
+                    stable_alive=supervisor.alive(slot.stable),
+                    canary_alive=supervisor.alive(slot.canary) if slot.canary else None,
+                )
+            )
+        return statuses
+
+    async def deploy_canary(self, spec: CanarySpec) -> None:
+        state = self.load()
+        leftovers = [slot.canary for slot in state.services.values() if slot.canary]
+        if leftovers:
+            await self.retire_canary()
+            state = self.load()
+        dsn = self.database_url()
+        kinds = {s.name: s.kind for s in self.settings.services}
+        started: dict[str, Instance] = {}
+        for name, slot in state.services.items():
+            started[name] = instances.start(
+                self.paths,
+                service=name,
+                kind=kinds[name],
+                track="canary",
+                artifact=spec.artifact,
+                version=spec.version,
+                database_url=dsn,
+                faults=spec.faults.get(name),
+            )
+            slot.canary, slot.canary_weight = started[name], 0
+        self.save(state)
+        timeout = self.settings.local.startup_timeout_s
+        results = await asyncio.gather(
+            *(instances.wait_ready(i, self.clock, timeout) for i in started.values()), return_exceptions=True
+        )
+        failures = [f"{name}: {r}" for name, r in zip(started, results, strict=True) if isinstance(r, BaseException)]
+        if failures:
+            await self.retire_canary()
+            raise PlatformError("canary did not become ready — " + "; ".join(failures))
+        await self.apply_routes(state)
+
+    async def set_weights(self, weights: Mapping[str, int]) -> None:
+        state = self.load()
+        unknown = sorted(set(weights) - set(state.services))
+        if unknown:
+            raise PlatformError(f"unknown services: {', '.join(unknown)}")
+        try:
+            await self.router.set_weights(weights)
+        except RouterError as exc:
+            raise PlatformError(f"router: {exc}") from exc
+        for name, weight in weights.items():
+            state.services[name].canary_weight = weight
+        self.save(state)
+
+    async def promote(self) -> None:
+        state = self.load()
+        for slot in state.services.values():
+            if slot.canary is None:
+                continue
+            slot.previous, slot.stable, slot.canary = slot.stable, slot.canary, None
+            slot.canary_weight = 0
+        # Record first: a crash after the switch must still know where the previous stable is.
+        self.save(state)
+        await self.apply_routes(state)
+
+    async def retire_previous(self) -> None:
+        state = self.load()
+        previous = [slot.previous for slot in state.services.values() if slot.previous]
+        await instances.stop(*previous)
+        for slot in state.services.values():
+            slot.previous = None
+        self.save(state)
+
+    async def rollback(self) -> None:
+        state = self.load()
+        promoted = {name: slot for name, slot in state.services.items() if slot.previous}
+        for slot in promoted.values():
+            slot.stable, slot.canary, slot.previous = slot.previous, slot.stable, None
+        for slot in state.services.values():
+            slot.canary_weight = 0
+        self.save(state)
+        calls: list[Awaitable[Any]] = [self._put(name, slot) for name, slot in promoted.items()]
+        others = {name: 0 for name in state.services if name not in promoted}
+        if others:
+            calls.append(self.router.set_weights(others))
+        await self._routed(*calls)
+
+    async def retire_canary(self) -> None:
+        state = self.load()
+        canaries = {name: slot.canary for name, slot in state.services.items() if slot.canary}
+        for name in canaries:
+            state.services[name].canary, state.services[name].canary_weight = None, 0
+        if canaries:
+            await self.apply_routes(state, list(canaries))
+        self.save(state)
+        await instances.stop(*canaries.values())
