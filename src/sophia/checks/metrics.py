@@ -13,42 +13,49 @@ from prometheus_client.parser import text_string_to_metric_families
 from sophia.engine.model import Track, TrackSample
 from sophia.engine.ports import PlatformError
 
-CANARY_NAMESPACE = "sophia-canary"
-REQUESTS = "istio_requests"
-DURATION = "istio_request_duration_milliseconds"
-
-
-def _track(labels: Mapping[str, str]) -> Track:
-    return Track.CANARY if labels.get("destination_workload_namespace") == CANARY_NAMESPACE else Track.STABLE
+# Istio's standard request metrics, as the local routers export them and Prometheus stores them.
+REQUESTS_TOTAL = "istio_requests_total"
+REQUEST_DURATION = "istio_request_duration_milliseconds"
+# The deployment guide's namespaces: stable pods in ``sophia``, canary pods in ``sophia-canary``.
+TRACK_BY_NAMESPACE: dict[str, Track] = {"sophia": Track.STABLE, "sophia-canary": Track.CANARY}
 
 
 def track_samples(exposition: str, services: Iterable[str]) -> dict[tuple[str, Track], TrackSample]:
-    """Sum Istio request counters and latency buckets per (service, track) over versions and sources."""
-    wanted = set(services)
-    requests: dict[tuple[str, Track], float] = defaultdict(float)
-    errors: dict[tuple[str, Track], float] = defaultdict(float)
-    buckets: dict[tuple[str, Track], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    """Cumulative counters per (service, track) from an Istio-style exposition; zero samples for silent tracks.
+
+    Requests come from ``istio_requests_total``, errors are those with a 5xx ``response_code``, latency buckets
+    are the cumulative ``istio_request_duration_milliseconds`` buckets (upper bound in ms, +Inf included). The
+    track is read from ``destination_workload_namespace``; requests that found no route belong to no track.
+    Counts are summed over versions and sources.
+    """
+    names = list(services)
+    wanted = set(names)
+    requests: defaultdict[tuple[str, Track], int] = defaultdict(int)
+    errors: defaultdict[tuple[str, Track], int] = defaultdict(int)
+    buckets: defaultdict[tuple[str, Track], defaultdict[float, int]] = defaultdict(lambda: defaultdict(int))
     for family in text_string_to_metric_families(exposition):
-        if family.name not in {REQUESTS, DURATION}:
-            continue
         for sample in family.samples:
-            service = sample.labels.get("destination_service_name", "")
-            if service not in wanted:
+            if sample.name not in {REQUESTS_TOTAL, f"{REQUEST_DURATION}_bucket"}:
                 continue
-            key = (service, _track(sample.labels))
-            if sample.name == f"{REQUESTS}_total":
-                requests[key] += sample.value
+            service = sample.labels.get("destination_service_name", "")
+            track = TRACK_BY_NAMESPACE.get(sample.labels.get("destination_workload_namespace", ""))
+            if service not in wanted or track is None:
+                continue
+            key, count = (service, track), round(sample.value)
+            if sample.name == REQUESTS_TOTAL:
+                requests[key] += count
                 if sample.labels.get("response_code", "").startswith("5"):
-                    errors[key] += sample.value
-            elif sample.name == f"{DURATION}_bucket":
-                buckets[key][float(sample.labels["le"])] += sample.value
+                    errors[key] += count
+            else:
+                buckets[key][float(sample.labels["le"])] += count
     return {
-        key: TrackSample(
-            requests=int(requests.get(key, 0)),
-            errors=int(errors.get(key, 0)),
-            latency_buckets=tuple((le, int(n)) for le, n in sorted(buckets.get(key, {}).items())),
+        (service, track): TrackSample(
+            requests=requests[(service, track)],
+            errors=errors[(service, track)],
+            latency_buckets=tuple(sorted(buckets[(service, track)].items())),
         )
-        for key in set(requests) | set(buckets)
+        for service in names
+        for track in Track
     }
 
 

@@ -1,0 +1,232 @@
+"""The local platform's weighted router daemon: Istio's job for the 12 services on one machine.
+
+``python -m sophia.platforms.local.router --admin-port 18900 --listen mcp-research=18001 --listen ...``
+
+One process, one asyncio event loop, one HTTP listener per service (the data plane, ``router_proxy``) plus one
+admin listener (``router_admin``), all bound to 127.0.0.1 only. Every listener is a ``uvicorn.Server``; they share
+the loop, the route table and the telemetry registry, and each service has its own pooled ``httpx.AsyncClient``
+to its upstreams. uvicorn is used because it is the ASGI server the Sophia services already run on, it accepts
+pre-bound sockets (so every port is bound before anything starts and a taken port fails the whole daemon at once
+with a one-line error) and several instances run side by side in one loop; its per-instance signal capture is
+switched off and replaced by one handler for the process.
+
+SIGTERM or SIGINT: every listener stops accepting, idle keep-alive connections are closed, requests in flight get
+``GRACE_S`` to finish and are then cancelled, so the process exits within about a second. Logs go to stderr;
+there is no access log (the telemetry counts requests).
+
+The routing rules are in ``router_table``; the client the local Platform uses is ``router_client`` (its names are
+re-exported here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import socket
+import sys
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import prometheus_client
+import uvicorn
+from starlette.types import ASGIApp
+
+from sophia.config import SERVICE_NAME_PATTERN
+from sophia.platforms.local.router_admin import admin_app
+from sophia.platforms.local.router_client import RouterClient, RouterError, ServiceRoute
+from sophia.platforms.local.router_proxy import ServiceProxy, upstream_client
+from sophia.platforms.local.router_table import RouteTable, Upstream
+from sophia.platforms.local.router_telemetry import RouterTelemetry
+
+__all__ = ["RouterClient", "RouterError", "ServiceRoute", "Upstream", "main"]
+
+HOST = "127.0.0.1"
+GRACE_S = 0.5
+DEFAULT_UPSTREAM_TIMEOUT_S = 30.0
+BACKLOG = 2048
+
+log = logging.getLogger("sophia.router")
+
+
+@dataclass(frozen=True)
+class RouterOptions:
+    admin_port: int
+    listen: dict[str, int]
+    upstream_timeout_s: float = DEFAULT_UPSTREAM_TIMEOUT_S
+    log_level: str = "info"
+
+
+class PortInUseError(OSError):
+    """A listener could not bind its port; nothing was started."""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1..65535")
+    return port
+
+
+def _listen(text: str) -> tuple[str, int]:
+    service, sep, port = text.partition("=")
+    if not sep or not re.match(SERVICE_NAME_PATTERN, service):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SERVICE=PORT, e.g. mcp-research=18001")
+    return service, _port(port)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RouterOptions:
+    """Command-line options; bad ones end the process with exit code 2 and a usage message."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sophia.platforms.local.router",
+        description="Weighted stable/canary router for the local platform, with Istio-style telemetry.",
+    )
+    parser.add_argument("--admin-port", type=_port, required=True, help="port of the admin API")
+    parser.add_argument(
+        "--listen",
+        type=_listen,
+        action="append",
+        required=True,
+        metavar="SERVICE=PORT",
+        help="a service's data-plane port (repeat per service)",
+    )
+    parser.add_argument(
+        "--upstream-timeout",
+        type=_positive,
+        default=DEFAULT_UPSTREAM_TIMEOUT_S,
+        metavar="SECONDS",
+        help="answer 504 when an upstream takes longer (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    pairs: list[tuple[str, int]] = args.listen
+    names = [name for name, _ in pairs]
+    ports = [port for _, port in pairs] + [args.admin_port]
+    if len(set(names)) != len(names):
+        parser.error(f"service listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    if len(set(ports)) != len(ports):
+        parser.error(f"port used twice: {', '.join(sorted({str(p) for p in ports if ports.count(p) > 1}))}")
+    return RouterOptions(args.admin_port, dict(pairs), args.upstream_timeout, args.log_level)
+
+
+def bind_all(ports: Sequence[tuple[str, int]]) -> list[socket.socket]:
+    """Bind and listen on every ``(name, port)`` on 127.0.0.1, or bind none and raise ``PortInUseError``."""
+    bound: list[socket.socket] = []
+    for name, port in ports:
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the listening socket
+        # says it is TCP; with proto 0, Nagle plus delayed ACKs add ~40 ms to every keep-alive response.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            # Lets a restarted router reuse ports still in TIME_WAIT; a live listener still makes bind fail.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((HOST, port))
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            for other in bound:
+                other.close()
+            reason = exc.strerror or str(exc)
+            raise PortInUseError(f"cannot listen on {HOST}:{port} ({name}): {reason.lower()}") from None
+        bound.append(sock)
+    return bound
+
+
+class _Listener(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the daemon (many servers share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _listener(app: ASGIApp, *, data_plane: bool) -> _Listener:
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        lifespan="off",
+        ws="none",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=not data_plane,  # the data plane passes the upstream's own Server/Date headers
+        date_header=not data_plane,
+        # uvicorn annotates this as int but hands it to asyncio.wait_for, which takes fractions of a second.
+        timeout_graceful_shutdown=GRACE_S,  # type: ignore[arg-type]
+        backlog=BACKLOG,
+    )
+    return _Listener(config)
+
+
+async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_socket: socket.socket) -> None:
+    """Run every listener until SIGTERM/SIGINT, then shut down within about a second."""
+    table = RouteTable(options.listen)
+    telemetry = RouterTelemetry()
+    # One pooled client per service: httpcore looks at every pooled connection on each request, so small pools
+    # (one service's stable and canary) keep that cost flat however many services the daemon fronts.
+    clients = {name: upstream_client(options.upstream_timeout_s) for name in options.listen}
+    runs: list[tuple[_Listener, socket.socket]] = [
+        (
+            _listener(ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s), data_plane=True),
+            sock,
+        )
+        for name, sock in zip(options.listen, sockets, strict=True)
+    ]
+    runs.append((_listener(admin_app(table, telemetry), data_plane=False), admin_socket))
+
+    def stop(signum: int) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        for listener, _ in runs:
+            listener.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    listening = ", ".join(f"{name}={HOST}:{port}" for name, port in options.listen.items())
+    log.info("router ready: admin=%s:%d, %s", HOST, options.admin_port, listening)
+    try:
+        await asyncio.gather(*(listener.serve(sockets=[sock]) for listener, sock in runs))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients.values()))
+    log.info("router stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (1 when a port is taken)."""
+    options = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=options.log_level.upper(),
+        format="%(asctime)s sophia-router %(levelname)s %(message)s",
+    )
+    for chatty in ("httpx", "httpcore"):  # they log every upstream request at INFO: no access log here
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        admin_socket, *sockets = bind_all([("admin API", options.admin_port), *options.listen.items()])
+    except PortInUseError as exc:
+        print(f"sophia-router: {exc}", file=sys.stderr)
+        return 1
+    # No *_created series in this process (prometheus-client leaves this function unannotated).
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    asyncio.run(serve(options, sockets, admin_socket))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

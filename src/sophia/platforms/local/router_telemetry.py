@@ -1,0 +1,111 @@
+"""Istio-style request telemetry recorded by the router, exposed in the Prometheus text format.
+
+The metric and label names are Istio's standard ones (``istio_requests_total``,
+``istio_request_duration_milliseconds`` with Istio's default buckets), reported from the destination side, so a
+real Prometheus scraping the admin port and our own reader (``sophia.checks.metrics.track_samples``) use the same
+PromQL-shaped data as they would on Kubernetes. Stable and canary are told apart the way the deployment guide
+deploys them: by namespace (``sophia`` and ``sophia-canary``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from sophia.engine.model import Track
+
+REQUESTS_TOTAL = "istio_requests_total"
+REQUEST_DURATION = "istio_request_duration_milliseconds"
+DURATION_BUCKETS_MS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+    60000, 300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+LABELS: tuple[str, ...] = (
+    "reporter",
+    "source_workload",
+    "destination_service_name",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_version",
+    "destination_canonical_revision",
+    "response_code",
+    "request_protocol",
+    "response_flags",
+)
+NAMESPACE_BY_TRACK: dict[Track, str] = {Track.STABLE: "sophia", Track.CANARY: "sophia-canary"}
+TRACK_BY_NAMESPACE: dict[str, Track] = {ns: track for track, ns in NAMESPACE_BY_TRACK.items()}
+SOURCE_WORKLOADS: dict[str, str] = {"loadgen": "sophia-loadgen", "synthetics": "synthetics"}
+UNKNOWN = "unknown"
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class ResponseFlag(StrEnum):
+    """Envoy's response flags, the subset this router can produce."""
+
+    NONE = "-"
+    UPSTREAM_CONNECT_FAILURE = "UF"
+    UPSTREAM_TIMEOUT = "UT"
+    NO_ROUTE = "NR"
+
+
+def source_workload(header_value: str | None) -> str:
+    """The ``source_workload`` label for a request's ``x-sophia-source`` header."""
+    if header_value is None:
+        return UNKNOWN
+    return SOURCE_WORKLOADS.get(header_value.strip().lower(), UNKNOWN)
+
+
+class RouterTelemetry:
+    """Counters and latency histograms for every request the router answers, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        # prometheus-client appends "_total" to counter names itself.
+        self._requests = Counter(
+            REQUESTS_TOTAL.removesuffix("_total"),
+            "Requests answered by the router, Istio's standard metric.",
+            LABELS,
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            REQUEST_DURATION,
+            "Request duration seen by the router in milliseconds, Istio's standard metric.",
+            LABELS,
+            buckets=DURATION_BUCKETS_MS,
+            registry=self.registry,
+        )
+
+    def record(
+        self,
+        *,
+        service: str,
+        track: Track | None,
+        version: str | None,
+        response_code: int,
+        flag: ResponseFlag,
+        source: str,
+        duration_ms: float,
+    ) -> None:
+        """Count one answered request; ``track`` is ``None`` when no route was found."""
+        namespace = NAMESPACE_BY_TRACK[track] if track is not None else UNKNOWN
+        revision = version or UNKNOWN
+        labels = (
+            "destination",
+            source,
+            service,
+            service,
+            namespace,
+            revision,
+            revision,
+            str(response_code),
+            "http",
+            flag.value,
+        )
+        self._requests.labels(*labels).inc()
+        self._duration.labels(*labels).observe(duration_ms)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (``METRICS_CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
