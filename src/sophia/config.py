@@ -99,7 +99,15 @@ class AnalysisPolicy(_Model):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
     max_p95_latency_ms: Seconds = 1000.0
     max_p99_latency_ms: Seconds = 2500.0
+    # The sequential test (docs/analysis.md): the chance of rolling back a healthy canary, per service and metric;
+    # the chance of passing a bad one; what "materially worse" means; and a second, severe-regression design that
+    # catches a broken canary within a handful of requests.
     false_positive_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    missed_regression_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
+    relative_effect: Annotated[float, Field(gt=1)] = 3.0
+    absolute_effect: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    severe_effect: Annotated[float, Field(gt=1)] = 30.0
+    max_step_extension: Annotated[float, Field(ge=1)] = 2.0
 
 
 class TrafficPolicy(_Model):

@@ -23,6 +23,7 @@ from sophia.engine.events import EventBus
 from sophia.engine.model import Fault
 from sophia.engine.ports import Migrator
 from sophia.engine.record import RunRecord
+from sophia.notify import create_dispatcher
 from sophia.platforms.local.platform import LocalPlatform
 
 
@@ -90,6 +91,7 @@ def build_context(
         traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s),
         migrator=migrator(settings, url, source),
         synthetics=SyntheticSuite(url),
+        notifications=create_dispatcher(settings.notify, clock),
         clock=clock,
     )
     return RunContext(settings=settings, record=record, ports=ports, events=events, faults=faults)

@@ -422,10 +422,10 @@ async def test_latency_fault_slows_requests(database_url: str) -> None:
     settings = make_settings("mcp-research", "generic", None, faults=Faults(latency_ms=120))
     async with serve(create_app(settings)) as client:
         started = time.perf_counter()
-        await client.get("/health")
+        await client.post("/api/invoke", json={"tool": "t", "arguments": {}})
         assert time.perf_counter() - started >= 0.12
         text = (await client.get("/metrics")).text
-    assert 'sophia_http_request_duration_seconds_bucket{le="0.1",method="GET",route="/health"} 0.0' in text
+    assert 'sophia_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/api/invoke"} 0.0' in text
 
 
 async def test_crash_fault_exits_with_70_on_business_requests_only() -> None:

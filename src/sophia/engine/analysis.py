@@ -1,16 +1,31 @@
-"""Watching one canary step: workload liveness, health of both tracks, and the canary's metrics."""
+"""Watching one canary step: workload liveness, health of both tracks, and the canary's metrics against stable.
+
+Every ``analysis.interval_s`` the step looks at three things, cheapest and surest first:
+1. the workloads: a canary process (pod) that has exited fails the step at once;
+2. the health monitor: ``failure_threshold`` consecutive failed probes of any target fail it;
+3. the metrics since the step began, canary against stable: the sequential tests fail a worse canary as soon as
+   the evidence suffices and pass a good one early only when confident (``decide.judge_canary``).
+When the step's time is up, services without a confident pass are judged on absolute thresholds, which need
+``min_requests`` canary requests; without them the step keeps watching (up to ``max_step_extension`` times its
+duration) and then fails: missing data is never a pass.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sophia.config import AnalysisPolicy
 from sophia.engine.context import RunContext
-from sophia.engine.decide import MetricVerdict, Thresholds, Verdict, analysis_verdict
+from sophia.engine.decide import CanaryJudgement, Thresholds, Verdict, judge_canary
 from sophia.engine.events import EventKind
 from sophia.engine.health import HealthMonitor, TargetHealth
 from sophia.engine.model import ServiceStatus, Track, TrackSample
+from sophia.engine.sequential import Design, latency_threshold
+
+Samples = Mapping[tuple[str, Track], TrackSample]
 
 
 @dataclass
@@ -21,19 +36,73 @@ class StepOutcome:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _targets(services: list[ServiceStatus], tracks: tuple[Track, ...]) -> list[TargetHealth]:
-    targets = []
-    for status in services:
-        for track in tracks:
-            url = status.endpoint(track)
-            if url:
-                targets.append(TargetHealth(status.name, track, url))
-    return targets
+def designs(policy: AnalysisPolicy) -> tuple[Design, Design]:
+    """The primary design (may pass or fail) and the severe one (fails fast); they share the false-positive rate."""
+    alpha, beta, n = policy.false_positive_rate / 2, policy.missed_regression_rate, policy.min_requests
+    primary = Design(alpha, beta, policy.relative_effect, policy.absolute_effect, n)
+    severe = Design(alpha, beta, max(policy.severe_effect, policy.relative_effect), 0.0, n)
+    return primary, severe
 
 
-def _thresholds(ctx: RunContext) -> Thresholds:
-    policy = ctx.policy.analysis
+def thresholds(policy: AnalysisPolicy) -> Thresholds:
     return Thresholds(policy.min_requests, policy.max_error_rate, policy.max_p95_latency_ms, policy.max_p99_latency_ms)
+
+
+def _targets(services: list[ServiceStatus], tracks: tuple[Track, ...]) -> list[TargetHealth]:
+    return [
+        TargetHealth(status.name, track, url)
+        for status in services
+        for track in tracks
+        if (url := status.endpoint(track))
+    ]
+
+
+class CanaryJudge:
+    """Holds what a step needs between looks: the counters at its start and each service's slow threshold."""
+
+    def __init__(self, policy: AnalysisPolicy, names: list[str], baseline: Samples) -> None:
+        self._names = names
+        self._baseline = baseline
+        self._designs = designs(policy)
+        self._thresholds = thresholds(policy)
+        # Fixed before the step starts (a threshold that moved with the data it tests would void the guarantee).
+        self._slow_ms = {
+            name: latency_threshold(baseline.get((name, Track.STABLE), TrackSample()).latency_buckets)
+            or policy.max_p95_latency_ms
+            for name in names
+        }
+        self.first_error_at: dict[str, datetime] = {}
+        self.judgements: dict[str, CanaryJudgement] = {}
+
+    def look(self, current: Samples, now: datetime) -> None:
+        for name in self._names:
+            canary = self._window(current, name, Track.CANARY)
+            stable = self._window(current, name, Track.STABLE)
+            if canary.errors and name not in self.first_error_at:
+                self.first_error_at[name] = now
+            self.judgements[name] = judge_canary(
+                canary, stable, slow_threshold_ms=self._slow_ms[name], thresholds=self._thresholds,
+                designs=self._designs,
+            )  # fmt: skip
+
+    def _window(self, current: Samples, name: str, track: Track) -> TrackSample:
+        return current.get((name, track), TrackSample()).minus(self._baseline.get((name, track), TrackSample()))
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, judgement in self.judgements.items():
+            m = judgement.metrics
+            out[name] = {
+                "verdict": judgement.now.value,
+                "at_deadline": judgement.at_deadline.value,
+                "reason": judgement.reason,
+                "requests": m.requests,
+                "error_rate": None if m.error_rate is None else round(m.error_rate, 4),
+                "p95_ms": None if m.p95_ms is None else round(m.p95_ms, 1),
+                "p99_ms": None if m.p99_ms is None else round(m.p99_ms, 1),
+                "slow_threshold_ms": self._slow_ms[name],
+            }
+        return out
 
 
 async def watch(
@@ -42,23 +111,21 @@ async def watch(
     duration_s: float,
     *,
     tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY),
-    judge_canary: bool = True,
+    judge_canary_metrics: bool = True,
     stage: str | None = None,
 ) -> StepOutcome:
     """Observe for ``duration_s``; fail at the first bad observation, pass only on conclusive good data."""
     clock, policy = ctx.clock, ctx.policy
     names = [s.name for s in services]
-    thresholds = _thresholds(ctx)
-    baseline = await ctx.ports.metrics.sample(names) if judge_canary else {}
-    first_error_at: dict[str, datetime] = {}
+    judge = CanaryJudge(policy.analysis, names, await ctx.ports.metrics.sample(names)) if judge_canary_metrics else None
     started = clock.monotonic()
-    verdicts: dict[str, MetricVerdict] = {}
+    deadline, hard_deadline = duration_s, duration_s * policy.analysis.max_step_extension
     monitor = HealthMonitor(ctx.ports.health, clock, policy.health, _targets(services, tracks))
     async with monitor:
         while True:
             await clock.sleep(policy.analysis.interval_s)
-            now = clock.now()
-            dead = [s for s in await ctx.ports.platform.inspect() if s.name in names and _lost_workload(s, tracks)]
+            now, elapsed = clock.now(), clock.monotonic() - started
+            dead = [s for s in await ctx.ports.platform.inspect() if s.name in names and _lost(s, tracks)]
             if dead:
                 which = ", ".join(f"{s.name} ({_lost_track(s)})" for s in dead)
                 return StepOutcome(Verdict.FAIL, f"workload not running: {which}", now)
@@ -66,39 +133,51 @@ async def watch(
             if failing:
                 first = min(failing, key=lambda t: t.streak_started_at or now)
                 return StepOutcome(Verdict.FAIL, "; ".join(t.describe() for t in failing), first.streak_started_at)
-            if judge_canary:
-                current = await ctx.ports.metrics.sample(names)
-                verdicts = {}
-                for name in names:
-                    window = current.get((name, Track.CANARY), TrackSample()).minus(
-                        baseline.get((name, Track.CANARY), TrackSample())
-                    )
-                    if window.errors and name not in first_error_at:
-                        first_error_at[name] = now
-                    verdicts[name] = analysis_verdict(window, thresholds)
-                bad = {n: v for n, v in verdicts.items() if v.verdict is Verdict.FAIL}
-                if bad:
-                    reason = "; ".join(f"{n}: {v.reason}" for n, v in bad.items())
-                    detected = min((first_error_at.get(n, now) for n in bad), default=now)
-                    return StepOutcome(Verdict.FAIL, reason, detected, _summary(verdicts))
-            if clock.monotonic() - started >= duration_s:
-                break
-            ctx.emit(
-                EventKind.OBSERVATION,
-                "canary healthy so far",
-                stage=stage,
-                elapsed_s=round(clock.monotonic() - started, 2),
-            )
-    if not judge_canary:
-        return StepOutcome(Verdict.PASS, f"{len(monitor.targets)} targets healthy for {duration_s:g}s")
-    pending = {n: v for n, v in verdicts.items() if v.verdict is not Verdict.PASS}
-    if pending:
-        reason = "inconclusive, no pass on missing data: " + "; ".join(f"{n}: {v.reason}" for n, v in pending.items())
-        return StepOutcome(Verdict.FAIL, reason, clock.now(), _summary(verdicts))
-    return StepOutcome(Verdict.PASS, f"{len(names)} canaries healthy for {duration_s:g}s", None, _summary(verdicts))
+            if judge is None:
+                if elapsed >= deadline:
+                    return StepOutcome(Verdict.PASS, f"{len(monitor.targets)} targets healthy for {duration_s:g}s")
+                continue
+            judge.look(await ctx.ports.metrics.sample(names), now)
+            outcome = _decide(judge, now, elapsed, deadline, hard_deadline)
+            if outcome is not None:
+                return outcome
+            ctx.emit(EventKind.OBSERVATION, "canary healthy so far", stage=stage, elapsed_s=round(elapsed, 2))
 
 
-def _lost_workload(status: ServiceStatus, tracks: tuple[Track, ...]) -> bool:
+def _decide(judge: CanaryJudge, now: datetime, elapsed: float, deadline: float, hard: float) -> StepOutcome | None:
+    """What this look means for the step: fail, pass, or keep watching (None)."""
+    judgements = judge.judgements
+    bad = {n: j for n, j in judgements.items() if j.now is Verdict.FAIL}
+    if bad:
+        detected = min((judge.first_error_at.get(n, now) for n in bad), default=now)
+        return StepOutcome(Verdict.FAIL, _reasons(bad), detected, judge.summary())
+    if all(j.now is Verdict.PASS for j in judgements.values()):
+        why = f"sequential tests passed for all {len(judgements)} canaries after {elapsed:.1f}s"
+        return StepOutcome(Verdict.PASS, why, None, judge.summary())
+    return _at_deadline(judge, now, elapsed, hard) if elapsed >= deadline else None
+
+
+def _at_deadline(judge: CanaryJudge, now: datetime, elapsed: float, hard: float) -> StepOutcome | None:
+    """Time is up: the services without a confident pass are judged on absolute thresholds."""
+    open_ = {n: j for n, j in judge.judgements.items() if j.now is not Verdict.PASS}
+    failed = {n: j for n, j in open_.items() if j.at_deadline is Verdict.FAIL}
+    waiting = {n: j for n, j in open_.items() if j.at_deadline is Verdict.INCONCLUSIVE}
+    if failed:
+        return StepOutcome(Verdict.FAIL, _reasons(failed), now, judge.summary())
+    if not waiting:
+        why = f"{len(judge.judgements)} canaries within thresholds after {elapsed:.1f}s"
+        return StepOutcome(Verdict.PASS, why, None, judge.summary())
+    if elapsed >= hard:
+        return StepOutcome(Verdict.FAIL, "inconclusive, no pass on missing data: " + _reasons(waiting), now,
+                           judge.summary())  # fmt: skip
+    return None
+
+
+def _reasons(judgements: Mapping[str, CanaryJudgement]) -> str:
+    return "; ".join(f"{name}: {j.reason}" for name, j in judgements.items())
+
+
+def _lost(status: ServiceStatus, tracks: tuple[Track, ...]) -> bool:
     if Track.CANARY in tracks and status.canary_alive is False:
         return True
     return Track.STABLE in tracks and not status.stable_alive
@@ -106,16 +185,3 @@ def _lost_workload(status: ServiceStatus, tracks: tuple[Track, ...]) -> bool:
 
 def _lost_track(status: ServiceStatus) -> str:
     return "canary" if status.canary_alive is False else "stable"
-
-
-def _summary(verdicts: dict[str, MetricVerdict]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {
-            "verdict": v.verdict.value,
-            "requests": v.requests,
-            "error_rate": None if v.error_rate is None else round(v.error_rate, 4),
-            "p95_ms": None if v.p95_ms is None else round(v.p95_ms, 1),
-            "p99_ms": None if v.p99_ms is None else round(v.p99_ms, 1),
-        }
-        for name, v in verdicts.items()
-    }

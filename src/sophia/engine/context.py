@@ -8,8 +8,9 @@ from typing import Any
 
 from sophia.config import Profile, Settings
 from sophia.engine.clock import Clock
+from sophia.engine.dispatch import NotificationDispatcher
 from sophia.engine.events import Event, EventBus, EventKind
-from sophia.engine.model import Artifact, Fault, ServiceStatus, TrafficTarget
+from sophia.engine.model import Artifact, Fault, Notification, ServiceStatus, TrafficTarget
 from sophia.engine.ports import (
     Builder,
     CommandRunner,
@@ -33,6 +34,7 @@ class Ports:
     traffic: TrafficGenerator
     migrator: Migrator
     synthetics: SyntheticChecks
+    notifications: NotificationDispatcher
     clock: Clock
 
 
@@ -59,6 +61,28 @@ class RunContext:
 
     def emit(self, kind: EventKind, message: str, *, stage: str | None = None, **data: Any) -> None:
         self.events.emit(Event(kind, self.clock.now(), self.record.run_id, message, stage, data))
+
+    def notify(
+        self, kind: str, summary: str, *, severity: str = "info", stage: str | None = None, reason: str | None = None
+    ) -> None:
+        """Queue a notification to every channel; never waits for delivery."""
+        record = self.record
+        base = self.settings.notify.report_base_url
+        report = f"{base.rstrip('/')}/{record.run_id}/report.md" if base else None
+        self.ports.notifications.publish(
+            Notification(
+                kind=kind,
+                run_id=record.run_id,
+                version=record.version,
+                platform=record.platform,
+                summary=summary,
+                occurred_at=self.clock.now(),
+                severity=severity,
+                stage=stage,
+                reason=reason,
+                report_url=report,
+            )
+        )
 
     @property
     def artifact(self) -> Artifact | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sophia.engine.model import TrackSample
+from sophia.engine.sequential import Decision, Design, error_counts, sequential_test, slow_counts
 
 
 class Verdict(StrEnum):
@@ -83,6 +84,47 @@ def analysis_verdict(canary: TrackSample, thresholds: Thresholds) -> MetricVerdi
     if failures:
         return MetricVerdict(Verdict.FAIL, "; ".join(failures), n, error_rate, p95, p99)
     return MetricVerdict(Verdict.PASS, f"{n} canary requests within thresholds", n, error_rate, p95, p99)
+
+
+@dataclass(frozen=True)
+class CanaryJudgement:
+    """One service's canary after one look: ``now`` acts at once, ``at_deadline`` decides when the step is over."""
+
+    now: Verdict  # FAIL: roll back now; PASS: confidently no regression; INCONCLUSIVE: keep watching
+    at_deadline: Verdict
+    reason: str
+    metrics: MetricVerdict
+
+
+def judge_canary(
+    canary: TrackSample,
+    stable: TrackSample,
+    *,
+    slow_threshold_ms: float,
+    thresholds: Thresholds,
+    designs: Sequence[Design],
+) -> CanaryJudgement:
+    """Sequential tests first (errors and slow requests, canary against stable), absolute thresholds at the deadline.
+
+    ``designs[0]`` is the primary design, the only one allowed to pass a canary; the others only add faster failure
+    for larger regressions (their alphas must sum with the primary's to the configured false-positive rate).
+    """
+    absolute = analysis_verdict(canary, thresholds)
+    evidence = (
+        ("errors", error_counts(canary, stable)),
+        ("slow requests", slow_counts(canary, stable, slow_threshold_ms)),
+    )
+    passes = 0
+    for subject, counts in evidence:
+        for index, design in enumerate(designs):
+            result = sequential_test(counts, design, subject)
+            if result.decision is Decision.FAIL:
+                return CanaryJudgement(Verdict.FAIL, Verdict.FAIL, result.reason, absolute)
+            if index == 0 and result.decision is Decision.PASS:
+                passes += 1
+    if passes == len(evidence):
+        return CanaryJudgement(Verdict.PASS, Verdict.PASS, "sequential tests passed: no regression", absolute)
+    return CanaryJudgement(Verdict.INCONCLUSIVE, absolute.verdict, absolute.reason, absolute)
 
 
 def combine(verdicts: Sequence[Verdict]) -> Verdict:

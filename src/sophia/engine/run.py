@@ -136,7 +136,28 @@ async def finish(ctx: RunContext, outcome: Outcome) -> Outcome:
     except PlatformError as exc:
         ctx.emit(EventKind.NOTE, f"could not read the final service state: {exc}")
     ctx.emit(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value)
+    await _announce(ctx, outcome)
     return outcome
+
+
+_SEVERITY = {
+    Outcome.PROMOTED: "info",
+    Outcome.ROLLED_BACK: "warning",
+    Outcome.ABORTED: "warning",
+    Outcome.ROLLBACK_FAILED: "critical",
+}
+
+
+async def _announce(ctx: RunContext, outcome: Outcome) -> None:
+    """Tell the teams how the run ended, then wait (boundedly) so the report can say what was delivered."""
+    record = ctx.record
+    failed_stage = next((s.name for s in record.stages if s.status is StageStatus.FAILED), None)
+    reason = record.rollback.reason if record.rollback else None
+    summary = f"{record.version} {outcome.value.replace('_', ' ')} on {record.platform}"
+    ctx.notify(outcome.value, summary, severity=_SEVERITY[outcome], stage=failed_stage, reason=reason)
+    notify = ctx.settings.notify
+    delivered = await ctx.ports.notifications.drain(notify.timeout_s * notify.max_attempts)
+    record.notifications = [d.to_dict() for d in delivered]
 
 
 def write(ctx: RunContext) -> Path:

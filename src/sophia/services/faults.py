@@ -3,12 +3,13 @@
 ``SOPHIA_FAULTS`` is a comma-separated list of ``name=value`` items:
 
 ``error_rate=p``   answer 500 ``{"ok": false, "error": "injected fault"}`` with probability ``p`` (0..1)
-``latency_ms=n``   wait ``n`` milliseconds (rounded to a whole number) before handling each request (0..60000)
+``latency_ms=n``   wait ``n`` milliseconds (rounded to a whole number) before handling each business request
 ``crash=1``        exit the process abruptly (status 70) on the first request to a business endpoint
 ``seed=n``         seed the random draws of ``error_rate`` (reproducible rehearsals)
 
-Faults apply to every request except ``/ready``, ``/metrics`` and ``/version``: a faulty version still starts
-and reports what it is, but fails its liveness probe (``/health``) and its business traffic.
+Faults never touch ``/ready``, ``/metrics`` and ``/version``: a faulty version still starts and reports what it
+is. Errors also hit the liveness probe (``/health``); latency and crashes hit business endpoints only, like a slow
+query path or a crashing handler behind a liveness probe that still answers, so only metric analysis sees them.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class FaultMiddleware:
             self.exit_process(CRASH_EXIT_CODE)
             await _injected_error(send)  # only reached when exit_process returns (tests)
             return
-        if self.faults.latency_ms:
+        if self.faults.latency_ms and scope["path"] not in PROBE_PATHS:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if self.faults.error_rate and self.rng.random() < self.faults.error_rate:
             await _injected_error(send)

@@ -20,7 +20,9 @@ class FullRollout:
         await ctx.start_traffic(services)
         bake = ctx.policy.rollout.bake_s
         if bake > 0:
-            outcome = await watch(ctx, services, bake, tracks=(Track.STABLE,), judge_canary=False, stage=self.name)
+            outcome = await watch(
+                ctx, services, bake, tracks=(Track.STABLE,), judge_canary_metrics=False, stage=self.name
+            )
             if outcome.verdict is not Verdict.PASS:
                 return failed(f"after promotion: {outcome.reason}", detected_at=outcome.detected_at)
         return passed(

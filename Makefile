@@ -1,0 +1,51 @@
+# Two commands on a fresh clone: `make deploy` (the whole local pipeline) and `make test` (the whole suite).
+# Each sets up what it needs: the virtualenv, the packages, and the embedded services.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOPHIA := $(VENV)/bin/sophia
+STAMP := $(VENV)/.installed
+VERSION ?=
+DEPLOY_FLAGS ?=
+
+.PHONY: venv deploy up down status test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --editable '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## deploy: bring the local platform up (if needed) and ship a release through all seven stages
+deploy: $(STAMP)
+	$(SOPHIA) local up
+	$(SOPHIA) deploy $(if $(VERSION),--version $(VERSION)) $(DEPLOY_FLAGS)
+
+up: $(STAMP)
+	$(SOPHIA) local up
+
+down: $(STAMP)
+	$(SOPHIA) local down
+
+status: $(STAMP)
+	$(SOPHIA) status
+
+## test: lint, types, layer contracts, then the whole test suite on two workers
+test: $(STAMP) lint
+	$(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(PY) benchmarks/pipeline.py
+
+clean:
+	-$(SOPHIA) local down
+	rm -rf .sophia
