@@ -192,6 +192,7 @@ class NeonConfig(_Model):
     region: str = "us-east-1"
     api_key: SecretStr | None = None
     api_url: str = "https://console.neon.tech/api/v2"
+    ssl_root_cert: str | None = None  # CA bundle for sslmode=verify-full (else PGSSLROOTCERT, else require)
 
 
 class NotifyConfig(_Model):

@@ -127,7 +127,7 @@ class FakeNeonApi:
         """A direct superuser DSN to a branch's database, for assertions."""
         return self.admin_dsn.rsplit("/", 1)[0] + f"/{branch.database}"
 
-    # -- branch mechanics ------------------------------------------------------------------------------------------------
+    # -- branch mechanics ---------------------------------------------------------------------------------------------
 
     def _new_branch(self, name: str, parent: FakeBranch | None) -> FakeBranch:
         suffix = secrets.token_hex(4)
@@ -176,7 +176,7 @@ class FakeNeonApi:
             "?sslmode=require&hostaddr=127.0.0.1"
         )
 
-    # -- request handling (called from the HTTP thread) ------------------------------------------------------------------
+    # -- request handling (called from the HTTP thread) ---------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -187,7 +187,9 @@ class FakeNeonApi:
             rest = path[len(prefix):]
             return self._dispatch(method, rest, query, body)
 
-    def _dispatch(self, method: str, rest: str, query: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+    def _dispatch(  # noqa: PLR0911 - one return per route reads best in a fake
+        self, method: str, rest: str, query: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and rest == "/connection_uri":
             return self._connection_uri(query)
         if rest == "/branches":
@@ -253,7 +255,9 @@ class FakeNeonApi:
         new_database = f"{self._prefix}_{secrets.token_hex(4)}"
         self._copy(source.database, new_database)
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:  # the compute restarts: sessions end
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (target.database,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (target.database,)
+            )
         if preserved_name:
             keep = FakeBranch(
                 id=f"br-{secrets.token_hex(4)}", name=preserved_name, database=target.database,
@@ -272,7 +276,7 @@ class FakeNeonApi:
 class _Handler(BaseHTTPRequestHandler):
     api: FakeNeonApi
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _serve(self, method: str) -> None:

@@ -162,7 +162,10 @@ class NeonProxy:
         self.log.append(record)
         refusal = None
         if sni_endpoint and option_endpoint and sni_endpoint != option_endpoint:
-            refusal = f"Inconsistent project name inferred from SNI ('{sni_endpoint}') and project option ('{option_endpoint}')."
+            refusal = (
+                f"Inconsistent project name inferred from SNI ('{sni_endpoint}') "
+                f"and project option ('{option_endpoint}')."
+            )
         elif endpoint is None:
             refusal = MISSING_ENDPOINT
         elif self.cold_starts > 0:

@@ -139,6 +139,9 @@ class MigrationOutcome:
     applied: tuple[str, ...]
     already_applied: int
     verified: tuple[str, ...]
+    held: tuple[str, ...] = ()  # contract steps kept for after full-rollout
+    backup: str | None = None  # where the pre-migration backup is ("neon-branch:NAME" or "file:PATH")
+    rehearsed_on: str | None = None  # the throwaway Neon branch the migrations were rehearsed on first
 
 
 @dataclass(frozen=True)

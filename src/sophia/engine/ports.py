@@ -89,8 +89,16 @@ class MigrationError(RuntimeError):
     """A migration failed; what ran in this attempt was rolled back."""
 
 
+class MigrationRefusedError(MigrationError):
+    """Migrations were refused before anything changed (lint findings, an edited file, lock or connection)."""
+
+
 class Migrator(Protocol):
     async def migrate(self) -> MigrationOutcome: ...
+
+    async def revert(self, applied: Sequence[str]) -> tuple[str, ...]:
+        """Undo the named migrations with their down files, newest first; returns what was reverted."""
+        ...
 
 
 class SyntheticChecks(Protocol):
