@@ -127,20 +127,7 @@ def judge_canary(
     return CanaryJudgement(Verdict.INCONCLUSIVE, absolute.verdict, absolute.reason, absolute)
 
 
-def combine(verdicts: Sequence[Verdict]) -> Verdict:
-    """Any failure fails; otherwise anything inconclusive keeps the whole inconclusive."""
-    if Verdict.FAIL in verdicts:
-        return Verdict.FAIL
-    if Verdict.INCONCLUSIVE in verdicts or not verdicts:
-        return Verdict.INCONCLUSIVE
-    return Verdict.PASS
-
-
 def stage_budget(stage_budget_s: float | None, remaining_total_s: float) -> float:
     """The time a stage may take: its own budget, capped by what is left of the run's total budget."""
     remaining = max(0.0, remaining_total_s)
     return remaining if stage_budget_s is None else min(stage_budget_s, remaining)
-
-
-def budget_exceeded(elapsed_s: float, budget_s: float | None) -> bool:
-    return budget_s is not None and elapsed_s > budget_s

@@ -61,6 +61,8 @@ class MemoryPlatform:
             slot.canary, slot.canary_weight = spec.version, 0
             slot.faults = dict(spec.faults.get(name, {}))
             self.crashed.discard((name, "canary"))
+            if slot.faults.get("crash"):
+                self.crashed.add((name, "canary"))  # crashes under its first real work
 
     async def set_weights(self, weights: Mapping[str, int]) -> None:
         self._enter("set_weights")

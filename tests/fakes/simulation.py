@@ -1,0 +1,127 @@
+"""An in-process world for the engine: the memory platform plus health and metrics that follow its faults.
+
+Health probes and metric samples are computed from the platform's books, so a canary started with
+``error_rate=1`` really fails its probes and shows errors in its counters; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sophia.engine.clock import Clock
+from sophia.engine.model import (
+    Artifact,
+    CommandResult,
+    MigrationOutcome,
+    ProbeResult,
+    ServiceStatus,
+    SyntheticResult,
+    Track,
+    TrackSample,
+    TrafficTarget,
+)
+from sophia.engine.ports import MigrationError
+from sophia.platforms.memory import MemoryPlatform
+
+BUCKETS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, float("inf"))
+
+
+class SimulatedProbe:
+    def __init__(self, platform: MemoryPlatform, failing: set[str] | None = None) -> None:
+        self._platform = platform
+        self.failing = failing if failing is not None else set()  # URLs that answer 503 (e.g. a router's /ready)
+
+    async def probe(self, url: str, timeout_s: float) -> ProbeResult:
+        if url in self.failing:
+            return ProbeResult(False, 503, 1.0, "HTTP 503")
+        name, _, rest = url.removeprefix("memory://").partition("/")
+        track = rest.split("/")[0] if rest.startswith(("stable", "canary")) else "router"
+        slot = self._platform.slots[name]
+        if track == "canary" and slot.faults.get("error_rate", 0) >= 1:
+            return ProbeResult(False, 500, 1.0, "HTTP 500")
+        if (name, track) in self._platform.crashed:
+            return ProbeResult(False, None, 0.0, "unreachable (ConnectError)")
+        return ProbeResult(True, 200, 1.0)
+
+
+@dataclass
+class SimulatedMetrics:
+    """Each sample adds ``per_sample`` requests per service, split by the canary weight; faults shape the canary's."""
+
+    platform: MemoryPlatform
+    per_sample: int = 100
+    stable_error_rate: float = 0.0
+    counters: dict[tuple[str, Track], TrackSample] = field(default_factory=dict)
+
+    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
+        for name in services:
+            slot = self.platform.slots[name]
+            canary_n = round(self.per_sample * slot.canary_weight / 100) if slot.canary else 0
+            faults = slot.faults
+            self._add(name, Track.CANARY, canary_n, faults.get("error_rate", 0.0), faults.get("latency_ms", 2.0))
+            self._add(name, Track.STABLE, self.per_sample - canary_n, self.stable_error_rate, 2.0)
+        return dict(self.counters)
+
+    def _add(self, name: str, track: Track, n: int, error_rate: float, latency_ms: float) -> None:
+        old = self.counters.get((name, track), TrackSample(latency_buckets=tuple((b, 0) for b in BUCKETS)))
+        buckets = tuple((le, count + (n if latency_ms <= le else 0)) for le, count in old.latency_buckets)
+        self.counters[(name, track)] = TrackSample(old.requests + n, old.errors + round(n * error_rate), buckets)
+
+
+class NoTraffic:
+    @contextlib.asynccontextmanager
+    async def run(self, targets: Sequence[TrafficTarget]) -> AsyncIterator[None]:
+        yield
+
+
+@dataclass
+class FakeBuilder:
+    root: Path
+    builds: list[str] = field(default_factory=list)
+
+    async def build(self, version: str) -> Artifact:
+        self.builds.append(version)
+        return Artifact(version, "abc123", "f" * 64, self.root / "sophia.whl", cache_hit=len(self.builds) > 1)
+
+
+@dataclass
+class RecordingCommands:
+    returncode: int = 0
+    ran: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def run(self, argv: Sequence[str], timeout_s: float) -> CommandResult:
+        self.ran.append(tuple(argv))
+        return CommandResult(tuple(argv), self.returncode, "ok" if self.returncode == 0 else "boom", 0.01)
+
+
+@dataclass
+class ScriptedMigrator:
+    fail_with: str | None = None
+    clock: Clock | None = None
+    delay_s: float = 0.0
+    applied: list[str] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
+
+    async def migrate(self) -> MigrationOutcome:
+        if self.clock and self.delay_s:
+            await self.clock.sleep(self.delay_s)
+        if self.fail_with:
+            raise MigrationError(self.fail_with)
+        self.applied.append("001_audit")
+        return MigrationOutcome(("001_audit",), 0, ("001_audit",))
+
+    async def revert(self, applied: Sequence[str]) -> tuple[str, ...]:
+        self.reverted.extend(applied)
+        return tuple(applied)
+
+
+@dataclass
+class ScriptedSynthetics:
+    ok: bool = True
+
+    async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:
+        detail = "side effect verified" if self.ok else "no outbox row"
+        return [SyntheticResult("slack-post", "comms-mcp", self.ok, detail, 1.0, version)]

@@ -1,0 +1,112 @@
+"""The engine's pure decisions, as tables of cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sophia.engine.decide import (
+    Thresholds,
+    Verdict,
+    analysis_verdict,
+    health_verdict,
+    judge_canary,
+    next_streak,
+    quantile_ms,
+    stage_budget,
+)
+from sophia.engine.model import TrackSample
+from sophia.engine.sequential import Design
+
+INF = math.inf
+
+
+def sample(requests: int, errors: int = 0, fast: int | None = None, le_fast: float = 5.0) -> TrackSample:
+    """``fast`` of the requests at or below ``le_fast`` ms, the rest at 2 s."""
+    fast = requests if fast is None else fast
+    return TrackSample(requests, errors, ((le_fast, fast), (2500.0, requests), (INF, requests)))
+
+
+@pytest.mark.parametrize(
+    ("results", "streaks"),
+    [
+        ([True, True], [0, 0]),
+        ([False, False, False], [1, 2, 3]),
+        ([False, False, True, False], [1, 2, 0, 1]),  # a success resets: consecutive, not cumulative
+        ([True, False, True, False, False, False], [0, 1, 0, 1, 2, 3]),
+    ],
+)
+def test_failure_streaks_count_consecutive_failures(results: list[bool], streaks: list[int]) -> None:
+    streak, seen = 0, []
+    for ok in results:
+        streak = next_streak(streak, ok)
+        seen.append(streak)
+    assert seen == streaks
+
+
+@pytest.mark.parametrize(("streak", "threshold", "verdict"), [(0, 3, Verdict.PASS), (2, 3, Verdict.PASS),
+                                                                (3, 3, Verdict.FAIL), (7, 3, Verdict.FAIL),
+                                                                (1, 1, Verdict.FAIL)])  # fmt: skip
+def test_health_verdict(streak: int, threshold: int, verdict: Verdict) -> None:
+    assert health_verdict(streak, threshold) is verdict
+
+
+@pytest.mark.parametrize(
+    ("buckets", "q", "expected"),
+    [
+        (((10.0, 100), (INF, 100)), 0.5, 5.0),  # interpolated inside the first bucket
+        (((10.0, 50), (20.0, 100), (INF, 100)), 0.95, 19.0),
+        (((10.0, 0), (INF, 0)), 0.95, None),  # no data
+        (((10.0, 10), (INF, 100)), 0.95, 10.0),  # in the +Inf bucket: the highest finite bound
+    ],
+)
+def test_quantile_from_cumulative_buckets(
+    buckets: tuple[tuple[float, int], ...], q: float, expected: float | None
+) -> None:
+    result = quantile_ms(TrackSample(100, 0, buckets), q)
+    assert result == pytest.approx(expected) if expected is not None else result is None
+
+
+LIMITS = Thresholds(min_requests=20, max_error_rate=0.05, max_p95_ms=1000, max_p99_ms=2500)
+
+
+@pytest.mark.parametrize(
+    ("canary", "verdict", "words"),
+    [
+        (TrackSample(), Verdict.INCONCLUSIVE, "no canary requests"),
+        (sample(10), Verdict.INCONCLUSIVE, "fewer than the 20 needed"),
+        (sample(100, errors=2), Verdict.PASS, "within thresholds"),
+        (sample(100, errors=6), Verdict.FAIL, "error rate 6.0% > 5.0%"),
+        (sample(100, fast=80), Verdict.FAIL, "p95 latency"),
+    ],
+)
+def test_absolute_thresholds(canary: TrackSample, verdict: Verdict, words: str) -> None:
+    result = analysis_verdict(canary, LIMITS)
+    assert result.verdict is verdict
+    assert words in result.reason
+
+
+DESIGNS = (Design(0.005, 0.2, 3.0, 0.01, 20), Design(0.005, 0.2, 30.0, 0.0, 20))
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "now", "at_deadline"),
+    [
+        (sample(5, errors=5), sample(45), Verdict.FAIL, Verdict.FAIL),  # broken canary: fails within 5 requests
+        (sample(3, errors=1), sample(27), Verdict.INCONCLUSIVE, Verdict.INCONCLUSIVE),  # too little either way
+        (sample(400), sample(3600), Verdict.PASS, Verdict.PASS),  # clean and plenty: a confident pass
+        (sample(40), sample(360), Verdict.INCONCLUSIVE, Verdict.PASS),  # clean but not yet sure: thresholds decide
+        (sample(200, fast=150), sample(1800, fast=1795), Verdict.FAIL, Verdict.FAIL),  # latency regression
+        (sample(100, errors=3), sample(900, errors=27), Verdict.INCONCLUSIVE, Verdict.PASS),  # same 3 % as stable
+    ],
+)
+def test_judge_canary(canary: TrackSample, stable: TrackSample, now: Verdict, at_deadline: Verdict) -> None:
+    judgement = judge_canary(canary, stable, slow_threshold_ms=5.0, thresholds=LIMITS, designs=DESIGNS)
+    assert (judgement.now, judgement.at_deadline) == (now, at_deadline), judgement.reason
+
+
+@pytest.mark.parametrize(("own", "remaining", "allowed"), [(300.0, 1800.0, 300.0), (300.0, 100.0, 100.0),
+                                                          (None, 50.0, 50.0), (60.0, -5.0, 0.0)])  # fmt: skip
+def test_stage_budget_is_capped_by_the_total(own: float | None, remaining: float, allowed: float) -> None:
+    assert stage_budget(own, remaining) == allowed
