@@ -195,6 +195,14 @@ class NeonConfig(_Model):
     ssl_root_cert: str | None = None  # CA bundle for sslmode=verify-full (else PGSSLROOTCERT, else require)
 
 
+class MetricsConfig(_Model):
+    """Where canary metrics come from: the local routers' own exposition, or Prometheus over Istio's metrics."""
+
+    source: Literal["router", "prometheus"] = "router"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    timeout_s: Seconds = 5.0
+
+
 class NotifyConfig(_Model):
     slack_webhook_url: SecretStr | None = None
     pagerduty_integration_key: SecretStr | None = None
@@ -221,11 +229,14 @@ class Settings(_Model):
     profiles: dict[str, Profile] = Field(default_factory=lambda: {"production": Profile()})
     local: LocalPlatformConfig = LocalPlatformConfig()
     lint_test: LintTestConfig = Field(default_factory=LintTestConfig, alias="lint-test")
+    # Relative paths are read from the configuration file's folder (migrations_dir from source_dir).
+    source_dir: Path = Path(".")  # the checkout being released (built by build-cache, linted by lint-test)
     migrations_dir: Path = Path("ops/sql")
     state_dir: Path = Path(".sophia")
     database_url: SecretStr | None = None
     neon: NeonConfig = NeonConfig()
     notify: NotifyConfig = NotifyConfig()
+    metrics: MetricsConfig = MetricsConfig()
     github_token: SecretStr | None = None
     kube_config: SecretStr | None = None
 
@@ -381,6 +392,18 @@ def load_config(
     merged = _merge(_merge(raw, _env_overrides(seed_env)), overrides or {})
     try:
         settings = Settings.model_validate(merged)
-        return _apply_canary_percentage(settings, seed_env.CANARY_PERCENTAGE)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(config_path))) from exc
+    return _anchor_paths(_apply_canary_percentage(settings, seed_env.CANARY_PERCENTAGE), config_path.parent)
+
+
+def _anchor_paths(settings: Settings, folder: Path) -> Settings:
+    """Make the file's relative paths absolute, so commands behave the same from any working directory."""
+    source = (folder / settings.source_dir).resolve()
+    return settings.model_copy(
+        update={
+            "source_dir": source,
+            "migrations_dir": (source / settings.migrations_dir).resolve(),
+            "state_dir": (folder / settings.state_dir).absolute(),
+        }
+    )

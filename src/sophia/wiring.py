@@ -8,12 +8,12 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
-from pathlib import Path
 
 from sophia.build.commands import SubprocessRunner
 from sophia.build.wheel import WheelBuilder
 from sophia.checks.metrics import ExpositionMetrics
 from sophia.checks.probe import HttpProbe
+from sophia.checks.prometheus import PrometheusMetrics
 from sophia.checks.synthetics import SyntheticSuite
 from sophia.checks.traffic import LoadGenerator
 from sophia.config import Settings
@@ -21,15 +21,10 @@ from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.context import Ports, RunContext
 from sophia.engine.events import EventBus
 from sophia.engine.model import Fault
-from sophia.engine.ports import Migrator
+from sophia.engine.ports import MetricsSource, Migrator
 from sophia.engine.record import RunRecord
 from sophia.notify import create_dispatcher
 from sophia.platforms.local.platform import LocalPlatform
-
-
-def source_dir(settings_path: Path | None = None) -> Path:
-    """The checkout being released: the folder holding the configuration file."""
-    return (settings_path or Path("sophia.yaml")).resolve().parent
 
 
 def actor() -> str:
@@ -53,8 +48,15 @@ def create_platform(settings: Settings, clock: Clock) -> LocalPlatform:
     return LocalPlatform(settings, clock)
 
 
-def builder(settings: Settings, source: Path) -> WheelBuilder:
-    return WheelBuilder(source, settings.state_dir / "artifacts")
+def builder(settings: Settings) -> WheelBuilder:
+    return WheelBuilder(settings.source_dir, settings.state_dir / "artifacts")
+
+
+def metrics_source(settings: Settings) -> MetricsSource:
+    config = settings.metrics
+    if config.source == "prometheus":
+        return PrometheusMetrics(config.prometheus_url, timeout_s=config.timeout_s)
+    return ExpositionMetrics(f"http://127.0.0.1:{settings.local.router_admin_port}/metrics", config.timeout_s)
 
 
 def database_url(settings: Settings, platform: LocalPlatform) -> str:
@@ -63,17 +65,16 @@ def database_url(settings: Settings, platform: LocalPlatform) -> str:
     return platform.database_url()
 
 
-def migrator(settings: Settings, url: str, source: Path) -> Migrator:
+def migrator(settings: Settings, url: str) -> Migrator:
     from sophia.db import create_migrator
 
-    return create_migrator(settings, database_url=url, directory=source / settings.migrations_dir)
+    return create_migrator(settings, database_url=url, directory=settings.migrations_dir)
 
 
 def build_context(
     settings: Settings,
     record: RunRecord,
     *,
-    source: Path,
     events: EventBus,
     faults: tuple[Fault, ...] = (),
     clock: Clock | None = None,
@@ -84,12 +85,12 @@ def build_context(
     traffic = settings.policy.traffic
     ports = Ports(
         platform=platform,
-        builder=builder(settings, source),
-        commands=SubprocessRunner(source),
+        builder=builder(settings),
+        commands=SubprocessRunner(settings.source_dir),
         health=HttpProbe(),
-        metrics=ExpositionMetrics(f"http://127.0.0.1:{settings.local.router_admin_port}/metrics"),
+        metrics=metrics_source(settings),
         traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s),
-        migrator=migrator(settings, url, source),
+        migrator=migrator(settings, url),
         synthetics=SyntheticSuite(url),
         notifications=create_dispatcher(settings.notify, clock),
         clock=clock,

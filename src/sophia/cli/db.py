@@ -230,10 +230,13 @@ def history(
     ctx = Context(cli, as_json)
     migrator = ctx.migrator(database_url, directory)
     rows = ctx.run(migrator.history)
-    text = "\n".join(
-        f"{a.name:<40} {a.checksum[:12]}  {a.applied_at:%Y-%m-%d %H:%M:%S%z}  {a.applied_by}  {a.duration_ms} ms"
-        for a in rows
-    ) or "nothing applied yet"
+    text = (
+        "\n".join(
+            f"{a.name:<40} {a.checksum[:12]}  {a.applied_at:%Y-%m-%d %H:%M:%S%z}  {a.applied_by}  {a.duration_ms} ms"
+            for a in rows
+        )
+        or "nothing applied yet"
+    )
     ctx.emit({"ok": True, "applied": [a.as_json() for a in rows]}, text)
 
 
@@ -261,5 +264,3 @@ def restore(
 
     done = ctx.run(work)
     ctx.emit({"ok": True, "restored": done}, done)
-
-

@@ -50,9 +50,8 @@ def deploy(
     unknown = [s for s in skip or [] if s not in STAGE_NAMES]
     if unknown:
         fail(f"unknown stage {unknown[0]!r} in --skip (stages: {', '.join(STAGE_NAMES)})")
-    source = wiring.source_dir(app.config)
-    if not (source / settings.migrations_dir).is_dir():
-        fail(f"migrations folder {source / settings.migrations_dir} does not exist")
+    if not settings.migrations_dir.is_dir():
+        fail(f"migrations folder {settings.migrations_dir} does not exist")
     clock = SystemClock()
     platform = wiring.create_platform(settings, clock)
     if not environment.status(platform).running:
@@ -69,7 +68,7 @@ def deploy(
         skip=list(skip or []),
     )
     events = EventBus(LiveProgress(console))
-    run_ctx = wiring.build_context(settings, record, source=source, events=events, faults=faults, clock=clock)
+    run_ctx = wiring.build_context(settings, record, events=events, faults=faults, clock=clock)
     try:
         outcome = asyncio.run(run.execute(run_ctx))
     except PlatformError as exc:

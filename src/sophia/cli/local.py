@@ -31,7 +31,7 @@ def up(ctx: typer.Context) -> None:
     platform = wiring.create_platform(settings, SystemClock())
     baseline = settings.local.baseline_version
     try:
-        artifact = wiring.builder(settings, wiring.source_dir(app_state.config)).build_sync(baseline)
+        artifact = wiring.builder(settings).build_sync(baseline)
         started = asyncio.run(environment.up(platform, artifact))
     except PortTakenError as exc:
         fail(str(exc))

@@ -84,8 +84,13 @@ def event_hash(
     """SHA-256 over the previous hash and the row's fields; ``payload_text`` is Postgres' own ``payload::text``."""
     stamp = occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     material = "\n".join(
-        [prev_hash, str(seq), stamp, *(_field(v) for v in (actor, action, target, payload_text, result)),
-         _field(request_id)]
+        [
+            prev_hash,
+            str(seq),
+            stamp,
+            *(_field(v) for v in (actor, action, target, payload_text, result)),
+            _field(request_id),
+        ]
     )
     return hashlib.sha256(material.encode()).hexdigest()
 
@@ -162,13 +167,23 @@ class _Chain:
         seq, occurred_at, actor, action, target, payload_text, result, request_id, prev_hash, stored = row
         self.rows += 1
         if seq != self.last_seq + 1:
-            self.problem(f"rows {self.last_seq + 1}..{seq - 1} are missing (deleted?)" if seq > self.last_seq + 1
-                         else f"row {seq} is out of sequence")
+            self.problem(
+                f"rows {self.last_seq + 1}..{seq - 1} are missing (deleted?)"
+                if seq > self.last_seq + 1
+                else f"row {seq} is out of sequence"
+            )
         if prev_hash != self.last_hash:
             self.problem(f"row {seq}: prev_hash does not match the hash of row {self.last_seq}")
         expected = event_hash(
-            prev_hash=prev_hash, seq=seq, occurred_at=occurred_at, actor=actor, action=action, target=target,
-            payload_text=payload_text, result=result, request_id=request_id,
+            prev_hash=prev_hash,
+            seq=seq,
+            occurred_at=occurred_at,
+            actor=actor,
+            action=action,
+            target=target,
+            payload_text=payload_text,
+            result=result,
+            request_id=request_id,
         )
         if expected != stored:
             self.problem(f"row {seq}: content does not match its hash (edited?)")

@@ -139,8 +139,13 @@ async def dump_to_file(target: DbTarget, directory: Path, clock: Clock, *, timeo
     stamp = clock.now().strftime("%Y%m%dT%H%M%S.%fZ")
     path = directory / f"{target.database or 'db'}-{stamp}.dump"
     await asyncio.to_thread(_create_private, path)
-    argv = [pg_tool("pg_dump", tls=_needs_tls(target)), "--format=custom", "--no-password", f"--file={path}",
-            f"--dbname={target.conninfo_without_password()}"]
+    argv = [
+        pg_tool("pg_dump", tls=_needs_tls(target)),
+        "--format=custom",
+        "--no-password",
+        f"--file={path}",
+        f"--dbname={target.conninfo_without_password()}",
+    ]
     try:
         await _run(argv, target, timeout_s=timeout_s, what=f"pg_dump of {target.describe()}")
     except BackupError:
@@ -159,11 +164,15 @@ async def restore_file(target: DbTarget, path: Path, *, timeout_s: float = 1800.
         prelude.write_text(_PRELUDE)
         await _run(
             [pg_tool("pg_restore"), "--no-owner", f"--file={script}", str(path)],
-            target, timeout_s=timeout_s, what=f"pg_restore of {path.name}",
+            target,
+            timeout_s=timeout_s,
+            what=f"pg_restore of {path.name}",
         )
         psql = [pg_tool("psql", tls=_needs_tls(target)), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1"]
         files = ["--single-transaction", "-f", str(prelude), "-f", str(script)]
         await _run(
             [*psql, *files, f"--dbname={target.conninfo_without_password()}"],
-            target, timeout_s=timeout_s, what=f"restore of {path.name} into {target.describe()}",
+            target,
+            timeout_s=timeout_s,
+            what=f"restore of {path.name} into {target.describe()}",
         )

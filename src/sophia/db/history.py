@@ -84,9 +84,9 @@ async def read(conn: AsyncConnection[Any]) -> list[Applied]:
 
 async def record(conn: AsyncConnection[Any], migration: Migration, duration_ms: int, attempts: int) -> None:
     await conn.execute(
-        sql.SQL(
-            "INSERT INTO {} (version, name, checksum, duration_ms, attempts) VALUES (%s, %s, %s, %s, %s)"
-        ).format(_TABLE),
+        sql.SQL("INSERT INTO {} (version, name, checksum, duration_ms, attempts) VALUES (%s, %s, %s, %s, %s)").format(
+            _TABLE
+        ),
         (migration.version, migration.name, migration.checksum, duration_ms, attempts),
     )
 

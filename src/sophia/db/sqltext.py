@@ -59,9 +59,13 @@ class _Scanner:
             self.concurrently = True
         # psql's heuristic: inside CREATE [OR REPLACE] FUNCTION|PROCEDURE, BEGIN/CASE open and END closes a block.
         lead = self.words[:4]
-        routine = bool(lead) and lead[0] == "CREATE" and (
-            (len(lead) > 1 and lead[1] in {"FUNCTION", "PROCEDURE"})
-            or (len(lead) > 3 and lead[1:3] == ["OR", "REPLACE"] and lead[3] in {"FUNCTION", "PROCEDURE"})
+        routine = (
+            bool(lead)
+            and lead[0] == "CREATE"
+            and (
+                (len(lead) > 1 and lead[1] in {"FUNCTION", "PROCEDURE"})
+                or (len(lead) > 3 and lead[1:3] == ["OR", "REPLACE"] and lead[3] in {"FUNCTION", "PROCEDURE"})
+            )
         )
         if routine and self.paren_depth == 0:
             if upper == "BEGIN" or (upper == "CASE" and self.begin_depth > 0):
@@ -179,8 +183,13 @@ def needs_no_transaction(statement: Statement) -> bool:
     if not words:
         return False
     first_two = tuple(words[:2])
-    if first_two in {("CREATE", "DATABASE"), ("DROP", "DATABASE"), ("ALTER", "SYSTEM"),
-                     ("CREATE", "TABLESPACE"), ("DROP", "TABLESPACE")}:
+    if first_two in {
+        ("CREATE", "DATABASE"),
+        ("DROP", "DATABASE"),
+        ("ALTER", "SYSTEM"),
+        ("CREATE", "TABLESPACE"),
+        ("DROP", "TABLESPACE"),
+    }:
         return True
     if words[0] == "VACUUM":
         return True

@@ -118,6 +118,9 @@ class TrackSample:
     latency_buckets: tuple[tuple[float, int], ...] = ()
 
     def minus(self, earlier: TrackSample) -> TrackSample:
+        """Counts since ``earlier``; a counter that went backwards (a restarted router or pod) starts afresh."""
+        if self.requests < earlier.requests:
+            return self
         before = dict(earlier.latency_buckets)
         return TrackSample(
             requests=max(0, self.requests - earlier.requests),

@@ -160,4 +160,3 @@ class RouterClient:
             return {service: _route_in(service, route) for service, route in data["routes"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RouterError(f"router answered {what} with an unexpected body: {exc!r}") from None
-

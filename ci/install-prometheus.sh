@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian `prometheus` package for the tests that run a real Prometheus (tests/fakes/prometheus.py).
+# Non-interactive; a no-op when the binary is already there. The tests never use the package's own service (which
+# systemd may start on :9090): they start their own server on a free 127.0.0.1 port with a temporary config and TSDB.
+set -euo pipefail
+
+if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then
+  echo "prometheus already installed: $( (prometheus --version 2>&1 || /usr/bin/prometheus --version 2>&1) | head -n1)"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then
+  SUDO="sudo"
+fi
+
+# env(1) rather than export: sudo drops the caller's environment.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+/usr/bin/prometheus --version 2>&1 | head -n1

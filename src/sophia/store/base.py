@@ -1,0 +1,169 @@
+"""The run store's contract: a small async Protocol, the values it returns and the errors it raises.
+
+The store keeps three things: the run record (write-ahead, one JSON document per run), the run's append-only event
+log, and one lease per environment so that at most one run is active there. Everything here is plain data so the
+engine can depend on it without knowing which database is behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from sophia.engine.events import Event
+from sophia.engine.record import Outcome, Phase, RunRecord
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked; the message is safe to show (it never contains a password)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's database could not be reached, or the connection broke mid-call."""
+
+
+class RunExistsError(StoreError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} already exists; run ids are never reused")
+        self.run_id = run_id
+
+
+class UnknownRunError(StoreError, LookupError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r} in the run store")
+        self.run_id = run_id
+
+
+class CorruptRecordError(StoreError):
+    def __init__(self, run_id: str, problem: str) -> None:
+        super().__init__(f"the stored record of run {run_id} is corrupt ({problem}); nothing was changed")
+        self.run_id = run_id
+
+
+class LeaseLostError(StoreError):
+    """Another holder took the lease over (or it was released): the caller must stop acting at once."""
+
+
+class ClaimState(StrEnum):
+    """Why an environment is not free."""
+
+    RUNNING = "running"  # a holder is executing the run and renewing its lease
+    ORPHANED = "orphaned"  # the holder died (lease expired or its session ended) and the run is unfinished
+    PAUSED = "paused"  # the holder released cleanly but the run is unfinished (between `sophia stage` jobs)
+
+
+@dataclass
+class Lease:
+    """A held lease. ``generation`` is the fencing token: it grows by one on every acquire of the environment."""
+
+    environment: str
+    run_id: str
+    holder: str
+    generation: int
+    ttl_s: float
+    acquired_at: datetime
+    expires_at: datetime  # by the store's clock; updated by ``renew``
+    taken_over_from: str | None = None  # the previous holder, when it died without releasing
+    previous_run_id: str | None = None  # the run that previous holder was executing
+
+
+@dataclass(frozen=True)
+class ActiveLease:
+    """Who has an environment, as seen now by the store's clock."""
+
+    environment: str
+    run_id: str
+    holder: str | None  # None once the holder released it (the run itself is still unfinished)
+    generation: int
+    state: ClaimState
+    acquired_at: datetime | None
+    expires_at: datetime | None
+    run_phase: Phase | None  # None when the run has no record in this store
+    holder_connected: bool | None = None  # the holder's database session is alive (None: not known)
+
+    def describe(self) -> str:
+        """One sentence naming the run, its holder and the lease's expiry."""
+        env, run = f"environment {self.environment!r}", f"run {self.run_id}"
+        phase = f" (phase {self.run_phase.value})" if self.run_phase else ""
+        expires = self.expires_at.isoformat(timespec="seconds") if self.expires_at else "?"
+        if self.state is ClaimState.RUNNING:
+            held = f"held by {self.holder}; its lease expires at {expires} unless renewed"
+            return f"{env} is in use by {run}{phase}, {held}"
+        if self.state is ClaimState.ORPHANED:
+            why = "its database session ended" if self.holder_connected is False else f"its lease expired at {expires}"
+            return f"{env} belongs to unfinished {run}{phase}: its holder {self.holder} stopped ({why})"
+        return f"{env} belongs to {run}{phase}, still in progress between stages (no process is executing it now)"
+
+
+class LeaseHeldError(StoreError):
+    def __init__(self, active: ActiveLease) -> None:
+        hint = "" if active.state is ClaimState.RUNNING else f" — resume or roll back run {active.run_id} first"
+        super().__init__(active.describe() + hint)
+        self.active = active
+
+    @property
+    def run_id(self) -> str:
+        return self.active.run_id
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    version: str
+    phase: Phase
+    outcome: Outcome | None
+    created_at: datetime
+    finished_at: datetime | None
+    actor: str
+
+
+class Store(Protocol):
+    """Durable runs, their event logs, and one lease per environment.
+
+    Write-ahead rule: the caller commits a transition with ``save`` *before* performing the action it announces.
+    """
+
+    async def create(self, record: RunRecord, event: Event | None = None) -> None:
+        """Store a new run (and optionally its first event); :class:`RunExistsError` if the id is taken."""
+        ...
+
+    async def save(self, record: RunRecord, event: Event | None = None, *, fence: Lease | None = None) -> None:
+        """Replace the run's record and append ``event``, in one transaction.
+
+        With ``fence``, commit only while that lease is current and unexpired, else :class:`LeaseLostError`.
+        """
+        ...
+
+    async def append(self, event: Event) -> None:
+        """Append one event to its run's log."""
+        ...
+
+    async def load(self, run_id: str) -> RunRecord: ...
+
+    async def list_runs(self, limit: int = 50) -> list[RunSummary]:
+        """Newest first."""
+        ...
+
+    async def events(self, run_id: str) -> list[Event]:
+        """The run's events in the order they were appended."""
+        ...
+
+    async def acquire(self, environment: str, run_id: str, holder: str, ttl_s: float) -> Lease:
+        """Take the environment for ``run_id``, or raise :class:`LeaseHeldError` naming whoever has it."""
+        ...
+
+    async def renew(self, lease: Lease) -> None:
+        """Push the lease's expiry ``ttl_s`` ahead; :class:`LeaseLostError` when it is no longer ours."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up (a no-op when it was already lost)."""
+        ...
+
+    async def active(self, environment: str) -> ActiveLease | None:
+        """Who has ``environment``, or None when it is free."""
+        ...
+
+    async def close(self) -> None: ...
