@@ -196,10 +196,12 @@ class NeonConfig(_Model):
 
 
 class MetricsConfig(_Model):
-    """Where canary metrics come from: the local routers' own exposition, or Prometheus over Istio's metrics."""
+    """Where canary metrics come from: the local routers' own tallies, an Istio-style exposition endpoint scraped
+    directly, or Prometheus over Istio's metrics."""
 
-    source: Literal["router", "prometheus"] = "router"
+    source: Literal["router", "exposition", "prometheus"] = "router"
     prometheus_url: str = "http://127.0.0.1:9090"
+    exposition_url: str | None = None  # default: the local router daemon's /metrics
     timeout_s: Seconds = 5.0
 
 

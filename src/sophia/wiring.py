@@ -52,11 +52,14 @@ def builder(settings: Settings) -> WheelBuilder:
     return WheelBuilder(settings.source_dir, settings.state_dir / "artifacts")
 
 
-def metrics_source(settings: Settings) -> MetricsSource:
+def metrics_source(settings: Settings, platform: LocalPlatform) -> MetricsSource:
     config = settings.metrics
     if config.source == "prometheus":
         return PrometheusMetrics(config.prometheus_url, timeout_s=config.timeout_s)
-    return ExpositionMetrics(f"http://127.0.0.1:{settings.local.router_admin_port}/metrics", config.timeout_s)
+    if config.source == "exposition":
+        url = config.exposition_url or f"http://127.0.0.1:{settings.local.router_admin_port}/metrics"
+        return ExpositionMetrics(url, config.timeout_s)
+    return platform
 
 
 def database_url(settings: Settings, platform: LocalPlatform) -> str:
@@ -88,7 +91,7 @@ def build_context(
         builder=builder(settings),
         commands=SubprocessRunner(settings.source_dir),
         health=HttpProbe(),
-        metrics=metrics_source(settings),
+        metrics=metrics_source(settings, platform),
         traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s),
         migrator=migrator(settings, url),
         synthetics=SyntheticSuite(url),

@@ -184,7 +184,7 @@ class FakeNeonApi:
             prefix = f"/projects/{self.project_id}"
             if not path.startswith(prefix):
                 return 404, {"message": "project not found"}
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             return self._dispatch(method, rest, query, body)
 
     def _dispatch(  # noqa: PLR0911 - one return per route reads best in a fake
@@ -260,8 +260,11 @@ class FakeNeonApi:
             )
         if preserved_name:
             keep = FakeBranch(
-                id=f"br-{secrets.token_hex(4)}", name=preserved_name, database=target.database,
-                endpoint_id=f"ep-fake-{secrets.token_hex(4)}", parent_id=target.id,
+                id=f"br-{secrets.token_hex(4)}",
+                name=preserved_name,
+                database=target.database,
+                endpoint_id=f"ep-fake-{secrets.token_hex(4)}",
+                parent_id=target.id,
             )
             self.branches[keep.id] = keep
             self._route(keep)

@@ -150,8 +150,12 @@ class NeonProxy:
         await self._route(code, params, sni, writer, reader)
 
     async def _route(
-        self, protocol: int, params: dict[str, str], sni: str | None,
-        writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+        self,
+        protocol: int,
+        params: dict[str, str],
+        sni: str | None,
+        writer: asyncio.StreamWriter,
+        reader: asyncio.StreamReader,
     ) -> None:
         sni_endpoint = sni[: -len(self.suffix)] if sni and sni.endswith(self.suffix) else None
         tokens = params.get("options", "").split()
@@ -200,8 +204,13 @@ def _startup(protocol: int, params: dict[str, str]) -> bytes:
 
 
 async def _refuse(writer: asyncio.StreamWriter, message: str, code: str) -> None:
-    fields = b"".join(tag + value.encode() + b"\0" for tag, value in
-                      ((b"S", "ERROR"), (b"V", "ERROR"), (b"C", code), (b"M", message))) + b"\0"
+    fields = (
+        b"".join(
+            tag + value.encode() + b"\0"
+            for tag, value in ((b"S", "ERROR"), (b"V", "ERROR"), (b"C", code), (b"M", message))
+        )
+        + b"\0"
+    )
     writer.write(b"E" + struct.pack("!i", len(fields) + 4) + fields)
     await writer.drain()
 

@@ -14,8 +14,7 @@ from tests.integration.test_db_cli import sophia
 from tests.integration.test_db_runner import REPO, runner
 
 CONFIG = (
-    "platform: local\nprofile: local\nservices:\n  - {name: mcp-research, router_port: 18001}\n"
-    "profiles:\n  local: {}\n"
+    "platform: local\nprofile: local\nservices:\n  - {name: mcp-research, router_port: 18001}\nprofiles:\n  local: {}\n"
 )
 
 
@@ -25,8 +24,13 @@ async def audited(database_url: str) -> str:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         for i in range(6):
             await append_audit_event(
-                conn, "sophia-release", "deploy.stage", f"mcp-research#{i}", {"stage": "canary-deploy", "i": i},
-                "success" if i % 3 else "failure", f"req-{i}",
+                conn,
+                "sophia-release",
+                "deploy.stage",
+                f"mcp-research#{i}",
+                {"stage": "canary-deploy", "i": i},
+                "success" if i % 3 else "failure",
+                f"req-{i}",
             )
     return database_url
 
@@ -98,11 +102,17 @@ async def test_a_consistently_rewritten_chain_is_caught_by_an_anchor(audited: st
           FROM (SELECT seq, lag(hash, 1, repeat('0', 64)) OVER (ORDER BY seq) AS prev FROM audit.events) x
          WHERE e.seq = x.seq AND e.seq = {seq}
     """
-    statements = ["ALTER TABLE audit.events DISABLE TRIGGER USER", "ALTER TABLE audit.chain_head DISABLE TRIGGER USER",
-                  "UPDATE audit.events SET target = 'rewritten' WHERE seq = 2"]
+    statements = [
+        "ALTER TABLE audit.events DISABLE TRIGGER USER",
+        "ALTER TABLE audit.chain_head DISABLE TRIGGER USER",
+        "UPDATE audit.events SET target = 'rewritten' WHERE seq = 2",
+    ]
     statements += [recompute.format(seq=seq) for seq in range(2, 7)]  # one row at a time: each needs the new prev
-    statements += ["UPDATE audit.chain_head SET hash = (SELECT hash FROM audit.events WHERE seq = 6)",
-                   "ALTER TABLE audit.events ENABLE TRIGGER USER", "ALTER TABLE audit.chain_head ENABLE TRIGGER USER"]
+    statements += [
+        "UPDATE audit.chain_head SET hash = (SELECT hash FROM audit.events WHERE seq = 6)",
+        "ALTER TABLE audit.events ENABLE TRIGGER USER",
+        "ALTER TABLE audit.chain_head ENABLE TRIGGER USER",
+    ]
     as_superuser(audited, *statements)
     assert (await check(audited)).ok  # a full rewrite is self-consistent...
     report = await check(audited, anchor=anchor)
@@ -165,8 +175,14 @@ def test_concurrent_appends_make_one_unbroken_chain(audited: str) -> None:
 
 async def test_secrets_never_enter_the_trail(audited: str) -> None:
     async with await psycopg.AsyncConnection.connect(audited, autocommit=True) as conn:
-        await append_audit_event(conn, "sophia", "notify", "slack",
-                                 {"webhook": {"api_key": "k-123", "Password": "p-456"}, "ok": True}, "success")
+        await append_audit_event(
+            conn,
+            "sophia",
+            "notify",
+            "slack",
+            {"webhook": {"api_key": "k-123", "Password": "p-456"}, "ok": True},
+            "success",
+        )
         row = await (await conn.execute("SELECT payload::text FROM audit.events ORDER BY seq DESC LIMIT 1")).fetchone()
     assert row is not None
     assert "k-123" not in row[0]

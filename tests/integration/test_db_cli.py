@@ -44,7 +44,12 @@ def sophia_argv(*args: str) -> list[str]:
 
 def sophia(workdir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        sophia_argv(*args), check=False, cwd=workdir, env=env_for(workdir, **extra), capture_output=True, text=True,
+        sophia_argv(*args),
+        check=False,
+        cwd=workdir,
+        env=env_for(workdir, **extra),
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 
@@ -91,13 +96,19 @@ def test_an_edited_applied_file_exits_2_naming_it(workdir: Path, database_url: s
 
 def test_two_concurrent_migrations_apply_every_file_exactly_once(workdir: Path, database_url: str) -> None:
     folder = workdir / "sql"
-    write(folder, "001_a.sql", "CREATE TABLE a (id bigint);\nCREATE TABLE ran (file text);\n"
-                               "INSERT INTO ran VALUES ('001');\nSELECT pg_sleep(1);\n")
+    write(
+        folder,
+        "001_a.sql",
+        "CREATE TABLE a (id bigint);\nCREATE TABLE ran (file text);\n"
+        "INSERT INTO ran VALUES ('001');\nSELECT pg_sleep(1);\n",
+    )
     write(folder, "002_b.sql", "CREATE TABLE b (id bigint);\nINSERT INTO ran VALUES ('002');\n")
     argv = sophia_argv("db", "migrate", "--json", "--no-backup", "--dir", str(folder))
     env = env_for(workdir, DATABASE_URL=database_url)
-    procs = [subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     applied = sorted(len(json.loads(out)["applied"]) for out, _ in outputs)
@@ -159,8 +170,11 @@ def test_bad_input_exits_2_with_one_clear_line(
     elif setup == "ok":
         write(folder, "001_a.sql", "CREATE TABLE a (id bigint);\n")
     before = schema_snapshot(database_url)
-    result = sophia(workdir, *args, "--dir", str(folder), DATABASE_URL=database_url) if args[1] != "restore" else \
-        sophia(workdir, *args, DATABASE_URL=database_url)
+    result = (
+        sophia(workdir, *args, "--dir", str(folder), DATABASE_URL=database_url)
+        if args[1] != "restore"
+        else sophia(workdir, *args, DATABASE_URL=database_url)
+    )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert schema_snapshot(database_url) == before

@@ -27,7 +27,10 @@ def schema_snapshot(url: str) -> str:
     password = str(params.pop("password", ""))
     out = subprocess.run(
         [pg_tool("pg_dump"), "--schema-only", f"--dbname={make_conninfo(**params)}"],
-        env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True, check=True,
+        env={**os.environ, "PGPASSWORD": password},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict", "--")))
 
@@ -192,8 +195,9 @@ async def test_lock_timeouts_give_up_after_the_bounded_retries(database_url: str
     clock = FakeClock()
     try:
         with pytest.raises(MigrationFailed, match=r"lock timeout.*\[55P03\] \(gave up after 3 attempts\)"):
-            await runner(database_url, tmp_path, clock, lock_timeout_s=0.05, lock_attempts=3,
-                         retry_backoff_s=1.0).migrate()
+            await runner(
+                database_url, tmp_path, clock, lock_timeout_s=0.05, lock_attempts=3, retry_backoff_s=1.0
+            ).migrate()
     finally:
         await blocker.close()
     assert clock.monotonic() == 3.0  # backoff 1 s then 2 s, all through the injected clock

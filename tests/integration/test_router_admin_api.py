@@ -190,8 +190,11 @@ async def test_metrics_parse_into_track_samples(router: RouterProcess) -> None:
             for _ in range(50):
                 await http.get(url)
         text = await client.metrics_text()
+        tally = await client.telemetry(["crm-mcp", "sophia-lambda"])
         await client.aclose()
     samples = track_samples(text, ["crm-mcp", "sophia-lambda"])
+    # The cheap per-track tally the analysis reads and the Istio metrics Prometheus scrapes count the same.
+    assert tally == samples
     assert set(samples) == {(s, t) for s in ("crm-mcp", "sophia-lambda") for t in Track}
     stable_sample, canary_sample = samples[("crm-mcp", Track.STABLE)], samples[("crm-mcp", Track.CANARY)]
     assert (stable_sample.requests, stable_sample.errors) == (80, 0)

@@ -15,8 +15,11 @@ def test_loads_files_in_version_order_with_their_companions(tmp_path: Path) -> N
     write(tmp_path, "001_a.sql", "CREATE TABLE a (x int);\n")
     write(tmp_path, "001_a.down.sql", "DROP TABLE a;\n")
     write(tmp_path, "001_a.verify.sql", "SELECT to_regclass('a') IS NOT NULL;\n")
-    write(tmp_path, "010_idx.sql", "-- sophia:no-transaction\n-- sophia:statement-timeout=5min\n"
-                                   "CREATE INDEX CONCURRENTLY i ON a (x);\n")
+    write(
+        tmp_path,
+        "010_idx.sql",
+        "-- sophia:no-transaction\n-- sophia:statement-timeout=5min\nCREATE INDEX CONCURRENTLY i ON a (x);\n",
+    )
     write(tmp_path, "README.md", "not a migration")
     migrations = load_migrations(tmp_path)
     assert [m.name for m in migrations] == ["001_a", "002_b", "010_idx"]
@@ -46,10 +49,14 @@ def test_checksum_ignores_line_ending_style() -> None:
         ({"001_a.sql": "-- sophia:no-transation\nSELECT 1;"}, "unknown marker 'sophia:no-transation'"),
         ({"001_a.sql": "-- sophia:lock-timeout=soon\nSELECT 1;"}, "bad duration 'soon'"),
         ({"001_a.sql": "BEGIN;\nCREATE TABLE t (x int);\nCOMMIT;"}, "001_a.sql line 1: BEGIN manages a transaction"),
-        ({"001_a.sql": "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY i ON t (x);"},
-         "001_a.sql line 2: 'CREATE INDEX CONCURRENTLY i ON t (x)' cannot run inside a transaction"),
-        ({"001_a.sql": "SELECT 1;", "001_a.down.sql": "-- sophia:contract\nSELECT 1;"},
-         "001_a.down.sql: unknown marker 'sophia:contract'"),
+        (
+            {"001_a.sql": "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY i ON t (x);"},
+            "001_a.sql line 2: 'CREATE INDEX CONCURRENTLY i ON t (x)' cannot run inside a transaction",
+        ),
+        (
+            {"001_a.sql": "SELECT 1;", "001_a.down.sql": "-- sophia:contract\nSELECT 1;"},
+            "001_a.down.sql: unknown marker 'sophia:contract'",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_a_message_naming_the_file(
@@ -67,8 +74,9 @@ def test_missing_directory_is_refused(tmp_path: Path) -> None:
         load_migrations(tmp_path / "nope")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30.0), ("5min", 300.0), ("2m", 120.0),
-                                               ("1h", 3600.0), ("1.5s", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("30s", 30.0), ("5min", 300.0), ("2m", 120.0), ("1h", 3600.0), ("1.5s", 1.5)]
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

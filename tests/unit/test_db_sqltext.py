@@ -13,15 +13,23 @@ CASES = [
     ("SELECT 1 -- c; still comment\n; SELECT 2", ["SELECT 1 -- c; still comment", "SELECT 2"]),
     ("SELECT /* a /* nested; */ b; */ 1; SELECT 2", ["SELECT /* a /* nested; */ b; */ 1", "SELECT 2"]),
     ("DO $$ BEGIN PERFORM 1; END $$; SELECT 2", ["DO $$ BEGIN PERFORM 1; END $$", "SELECT 2"]),
-    ("CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql; SELECT 2",
-     ["CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql", "SELECT 2"]),
+    (
+        "CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql; SELECT 2",
+        ["CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql", "SELECT 2"],
+    ),
     ("SELECT $1::int; SELECT 2", ["SELECT $1::int", "SELECT 2"]),
-    ("CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END;"
-     " SELECT 3",
-     ["CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END",
-      "SELECT 3"]),
-    ("CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO u VALUES (1); INSERT INTO v VALUES (2)); SELECT 2",
-     ["CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO u VALUES (1); INSERT INTO v VALUES (2))", "SELECT 2"]),
+    (
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END;"
+        " SELECT 3",
+        [
+            "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END",
+            "SELECT 3",
+        ],
+    ),
+    (
+        "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO u VALUES (1); INSERT INTO v VALUES (2)); SELECT 2",
+        ["CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO u VALUES (1); INSERT INTO v VALUES (2))", "SELECT 2"],
+    ),
 ]
 
 
@@ -40,8 +48,14 @@ def test_statements_know_their_line_and_leading_words() -> None:
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
-        ("BEGIN", True), ("begin transaction", True), ("COMMIT", True), ("START TRANSACTION", True),
-        ("ROLLBACK", True), ("ROLLBACK TO SAVEPOINT a", False), ("SELECT 1", False), ("END", True),
+        ("BEGIN", True),
+        ("begin transaction", True),
+        ("COMMIT", True),
+        ("START TRANSACTION", True),
+        ("ROLLBACK", True),
+        ("ROLLBACK TO SAVEPOINT a", False),
+        ("SELECT 1", False),
+        ("END", True),
     ],
 )
 def test_transaction_control_is_recognised(sql: str, expected: bool) -> None:

@@ -68,9 +68,9 @@ class Heartbeat:
             await self._store.renew(self.lease)
         except LeaseLostError as exc:
             self._lose(str(exc))
-        except StoreError as exc:
+        except Exception as exc:  # unreachable database, or anything else: retried until the lease runs out
             self.failures += 1
-            self.last_error = str(exc)
+            self.last_error = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
         else:
             self.renewals += 1
             self.last_error = None

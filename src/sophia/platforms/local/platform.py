@@ -7,12 +7,12 @@ It implements the engine's Platform protocol; the engine never learns that it is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from sophia.config import Settings
 from sophia.engine.clock import Clock
-from sophia.engine.model import CanarySpec, ServiceStatus
+from sophia.engine.model import CanarySpec, ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
 from sophia.platforms.local import instances, supervisor
 from sophia.platforms.local.instances import LocalPaths, upstream
@@ -58,6 +58,14 @@ class LocalPlatform:
     async def apply_routes(self, state: PlatformState, names: list[str] | None = None) -> None:
         """Make the router's routes match the recorded state (all services, or ``names``), concurrently."""
         await self._routed(*(self._put(name, state.services[name]) for name in names or list(state.services)))
+
+    # -- MetricsSource: the routers are this platform's mesh, so their telemetry is its metrics ----------------------
+
+    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
+        try:
+            return await self.router.telemetry(services)
+        except RouterError as exc:
+            raise PlatformError(f"router telemetry unavailable: {exc}") from exc
 
     # -- Platform protocol ------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The router's admin API: read and replace routes, move canary weights, expose telemetry.
 
-``GET /routes``, ``PUT /routes/{service}``, ``PUT /weights``, ``GET /metrics``, ``GET /healthz``. Bodies are
-validated completely before anything changes, so a refused request (404 unknown service, 422 bad body, each
-with an ``{"error": ...}`` message) leaves the table exactly as it was. Changing responses carry a
+``GET /routes``, ``PUT /routes/{service}``, ``PUT /weights``, ``GET /metrics`` (Istio's metrics for Prometheus),
+``GET /telemetry`` (per-track tallies for canary analysis), ``GET /healthz``. Bodies are validated completely
+before anything changes, so a refused request (404 unknown service, 422 bad body, each with an ``{"error": ...}``
+message) leaves the table exactly as it was. Changing responses carry a
 ``Server-Timing: apply;dur=<ms>`` header with the time spent validating and applying the change.
 """
 
@@ -141,6 +142,9 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(telemetry.exposition(), media_type=METRICS_CONTENT_TYPE)
 
+    async def telemetry_summary(_: Request) -> JSONResponse:
+        return JSONResponse({"services": telemetry.summary()})
+
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -150,6 +154,7 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
             HttpRoute("/routes/{service}", put_route, methods=["PUT"]),
             HttpRoute("/weights", put_weights, methods=["PUT"]),
             HttpRoute("/metrics", metrics, methods=["GET"]),
+            HttpRoute("/telemetry", telemetry_summary, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
         ],
     )

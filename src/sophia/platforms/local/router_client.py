@@ -11,13 +11,14 @@ The router's telemetry is read by ``sophia.checks.metrics`` (a metrics concern, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from sophia.engine.model import Track, TrackSample
 from sophia.platforms.local.router_table import Upstream
 
 __all__ = ["RouterClient", "RouterError", "ServiceRoute", "Upstream"]
@@ -99,6 +100,19 @@ class RouterClient:
         response = await self._request("GET", "/metrics")
         return response.text
 
+    async def telemetry(self, services: Iterable[str]) -> dict[tuple[str, Track], TrackSample]:
+        """Cumulative per-track counters (``GET /telemetry``), zero samples for tracks that saw no request."""
+        data = await self._call("GET", "/telemetry")
+        try:
+            tallies = data["services"]
+            return {
+                (service, track): _sample(tallies.get(service, {}).get(track.value))
+                for service in services
+                for track in Track
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RouterError(f"router answered GET /telemetry with an unexpected body: {exc!r}") from None
+
     async def healthy(self) -> bool:
         """Whether the daemon answers its health endpoint (never raises)."""
         try:
@@ -160,3 +174,10 @@ class RouterClient:
             return {service: _route_in(service, route) for service, route in data["routes"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RouterError(f"router answered {what} with an unexpected body: {exc!r}") from None
+
+
+def _sample(tally: Any) -> TrackSample:
+    if not tally:
+        return TrackSample()
+    buckets = tuple((float(le), int(n)) for le, n in tally["buckets"])
+    return TrackSample(int(tally["requests"]), int(tally["errors"]), buckets)

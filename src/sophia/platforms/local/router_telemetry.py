@@ -9,7 +9,10 @@ deploys them: by namespace (``sophia`` and ``sophia-canary``).
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -57,10 +60,36 @@ def source_workload(header_value: str | None) -> str:
     return SOURCE_WORKLOADS.get(header_value.strip().lower(), UNKNOWN)
 
 
+@dataclass
+class _Tally:
+    """Per service and track, summed over versions and sources: what canary analysis reads several times a second."""
+
+    requests: int = 0
+    errors: int = 0
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_MS) + 1))
+
+    def add(self, response_code: int, duration_ms: float) -> None:
+        self.requests += 1
+        self.errors += response_code >= 500
+        self.counts[bisect.bisect_left(DURATION_BUCKETS_MS, duration_ms)] += 1
+
+    def as_json(self) -> dict[str, Any]:
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, DURATION_BUCKETS_MS), "+Inf"], self.counts, strict=True):
+            running += count
+            cumulative.append([bound, running])
+        return {"requests": self.requests, "errors": self.errors, "buckets": cumulative}
+
+
 class RouterTelemetry:
-    """Counters and latency histograms for every request the router answers, in a registry of their own."""
+    """Counters and latency histograms for every request the router answers, in a registry of their own.
+
+    Besides Istio's metrics (for Prometheus, whose exposition grows with every version and takes tens of
+    milliseconds to render), it keeps a small per-track tally that ``GET /telemetry`` serves in microseconds.
+    """
 
     def __init__(self) -> None:
+        self._tallies: dict[tuple[str, Track], _Tally] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         # prometheus-client appends "_total" to counter names itself.
         self._requests = Counter(
@@ -105,6 +134,15 @@ class RouterTelemetry:
         )
         self._requests.labels(*labels).inc()
         self._duration.labels(*labels).observe(duration_ms)
+        if track is not None:
+            self._tallies.setdefault((service, track), _Tally()).add(response_code, duration_ms)
+
+    def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{service: {track: {requests, errors, buckets: [[le, cumulative count], ...]}}}`` since start."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for (service, track), tally in self._tallies.items():
+            out.setdefault(service, {})[track.value] = tally.as_json()
+        return out
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (``METRICS_CONTENT_TYPE``)."""

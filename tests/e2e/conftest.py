@@ -1,0 +1,95 @@
+"""A whole local platform per test module: its own config, state folder and free ports, started with the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Cli:
+    config: Path
+    state_dir: Path
+
+    def __call__(
+        self, *args: str, timeout: float = 240, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sophia.cli", "--config", str(self.config), *args],
+            capture_output=True, text=True, timeout=timeout, cwd=self.state_dir, check=False,
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
+        )  # fmt: skip
+
+    def status(self) -> list[dict[str, Any]]:
+        result = self("status", "--json")
+        assert result.returncode == 0, result.stderr
+        services: list[dict[str, Any]] = json.loads(result.stdout)["services"]
+        return services
+
+    def report(self) -> dict[str, Any]:
+        latest: dict[str, Any] = json.loads((self.state_dir / "runs" / "latest" / "report.json").read_text())
+        return latest
+
+    def runs(self) -> list[str]:
+        runs = self.state_dir / "runs"
+        return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.is_symlink()) if runs.exists() else []
+
+
+def write_config(folder: Path, state_dir: Path, **changes: Any) -> Path:
+    """The repository's sophia.yaml with free ports, a private state folder, and the checkout as source."""
+    raw = yaml.safe_load((REPO / "sophia.yaml").read_text())
+    raw["source_dir"] = str(REPO)
+    raw["state_dir"] = str(state_dir)
+    raw["local"].update({"postgres_port": free_port(), "router_admin_port": free_port()})
+    for service in raw["services"]:
+        service["router_port"] = free_port()
+    raw.update(changes)
+    path = folder / "sophia.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def leftovers(state_dir: Path) -> list[str]:
+    """Processes that still mention the state folder in their command line or environment."""
+    found = []
+    needle = str(state_dir)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + " ".join(proc.environ().values())
+        except psutil.Error:
+            continue
+        if needle in text and proc.pid != os.getpid():
+            found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])[:120]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def cli() -> Iterator[Cli]:
+    # Outside pytest's temporary tree: the embedded Postgres runs as another user when we are root.
+    home = Path(tempfile.mkdtemp(prefix="sophia-e2e-"))
+    state_dir = home / ".sophia"
+    state_dir.mkdir()
+    runner = Cli(write_config(home, state_dir), state_dir)
+    up = runner("local", "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield runner
+    finally:
+        runner("local", "down")
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""The walking skeleton, end to end through the real CLI on a real local platform.
+
+One platform for the module; the tests run in order (promote, cache hit, three bad canaries, bad input, down).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from sophia.config import STAGE_NAMES
+from tests.e2e.conftest import Cli, leftovers
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-pipeline")]
+
+HEALTH_INTERVAL_S = 1.5  # the local profile's
+
+
+def stable_everywhere(cli: Cli, version: str) -> None:
+    services = cli.status()
+    assert len(services) == 12
+    for service in services:
+        assert (service["stable_version"], service["canary_version"], service["canary_weight"]) == (version, None, 0)
+        assert service["url"].startswith("http://127.0.0.1:")
+
+
+def test_a_release_is_promoted_through_the_seven_stages(cli: Cli) -> None:
+    stable_everywhere(cli, "v1.0.0")
+    result = cli("deploy", "--version", "v1.1.0", "--skip", "lint-test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = cli.report()
+    assert report["outcome"] == "promoted"
+    assert report["version"] == "v1.1.0"
+    assert report["platform"] == "local"
+    assert [s["name"] for s in report["stages"]] == list(STAGE_NAMES)
+    assert [s["status"] for s in report["stages"]] == ["skipped"] + ["passed"] * 6
+    for stage in report["stages"]:
+        assert {"started_at", "finished_at", "duration_s", "budget_s", "detail"} <= stage.keys()
+    assert report["stages"][2]["budget_s"] == 60
+    assert {s["name"]: s["stable_version"] for s in report["services"]} == {s["name"]: "v1.1.0" for s in cli.status()}
+    checks = {c["name"]: c for c in report["stages"][4]["data"]["checks"]}
+    assert set(checks) == {"slack-post", "crm-task", "neon-query"}
+    assert all(c["ok"] for c in checks.values())
+    assert "written by v1.1.0" in checks["slack-post"]["detail"]
+    assert "written by v1.1.0" in checks["crm-task"]["detail"]
+    assert (cli.state_dir / "runs" / "latest" / "report.md").read_text().startswith("# Release v1.1.0 — promoted")
+    assert "Release v1.1.0" in result.stdout
+    stable_everywhere(cli, "v1.1.0")
+
+
+def test_building_the_same_tree_again_is_a_cache_hit(cli: Cli) -> None:
+    result = cli("deploy", "--version", "v1.2.0", "--skip", "lint-test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    build = cli.report()["stages"][1]
+    assert build["data"]["cache_hit"] is True
+    assert "cache hit" in build["detail"]
+    stable_everywhere(cli, "v1.2.0")
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("comms-mcp:error_rate=1.0", "comms-mcp: canary errors"),
+        ("comms-mcp:crash=1", "workload not running: comms-mcp (canary)"),
+        ("crm-mcp:latency_ms=2000", "crm-mcp: canary slow requests"),
+    ],
+)
+def test_a_bad_canary_is_rolled_back_fast(cli: Cli, fault: str, words: str) -> None:
+    result = cli("deploy", "--version", "v9.9.9", "--fault", fault, "--skip", "lint-test")
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = cli.report()
+    assert report["outcome"] == "rolled_back"
+    canary = report["stages"][2]
+    assert canary["status"] == "failed"
+    assert words in canary["detail"]
+    rollback = report["rollback"]
+    assert words in rollback["reason"]
+    assert rollback["duration_s"] <= 0.25
+    traffic_started = datetime.fromisoformat(canary["data"]["canary_traffic_started_at"])
+    completed = datetime.fromisoformat(rollback["completed_at"])
+    detected = datetime.fromisoformat(rollback["detected_at"])
+    assert traffic_started <= detected <= completed
+    if "latency" not in fault:  # a 2 s latency is only visible once 2 s requests complete
+        assert (completed - traffic_started).total_seconds() <= HEALTH_INTERVAL_S + 1
+    stable_everywhere(cli, "v1.2.0")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--fault", "nope:error_rate=1"], "unknown service 'nope'"),
+        (["--fault", "comms-mcp:explode=1"], "unknown kind 'explode'"),
+        (["--fault", "comms-mcp:error_rate=2"], "between 0 and 1"),
+        (["--version", "1.2"], "malformed version"),
+        (["--skip", "lint"], "unknown stage 'lint'"),
+    ],
+)
+def test_bad_input_exits_2_and_changes_nothing(cli: Cli, args: list[str], words: str) -> None:
+    runs_before = cli.runs()
+    result = cli("deploy", *args)
+    assert result.returncode == 2
+    assert words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert cli.runs() == runs_before
+    stable_everywhere(cli, "v1.2.0")
+
+
+def test_an_unreadable_config_exits_2(cli: Cli) -> None:
+    result = cli("--config", str(cli.state_dir / "missing.yaml"), "deploy")
+    assert result.returncode == 2
+    assert "cannot read config" in result.stderr
+
+
+def test_local_down_leaves_no_process_behind(cli: Cli) -> None:
+    result = cli("local", "down")
+    assert result.returncode == 0, result.stderr
+    assert leftovers(cli.state_dir) == []
+    status = cli("status", "--json")
+    assert status.returncode == 1
+    assert "not running" in status.stderr
