@@ -126,6 +126,20 @@ class RolloutPolicy(_Model):
     bake_s: Annotated[float, Field(ge=0)] = 60.0
 
 
+class SessionPolicy(_Model):
+    """The environment lease held by the process executing a run, and how often it looks for stop requests."""
+
+    lease_ttl_s: Seconds = 30.0
+    heartbeat_s: Seconds = 10.0
+    request_poll_s: Seconds = 1.0
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> SessionPolicy:
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError("heartbeat_s must be shorter than lease_ttl_s")
+        return self
+
+
 class Budgets(_Model):
     """Wall-time budgets in seconds per stage and for the whole run; a stage without one is unbounded."""
 
@@ -152,6 +166,7 @@ class Profile(_Model):
     traffic: TrafficPolicy = TrafficPolicy()
     synthetics: SyntheticsPolicy = SyntheticsPolicy()
     rollout: RolloutPolicy = RolloutPolicy()
+    session: SessionPolicy = SessionPolicy()
     budgets: Budgets = Budgets()
 
 
@@ -236,6 +251,9 @@ class Settings(_Model):
     migrations_dir: Path = Path("ops/sql")
     state_dir: Path = Path(".sophia")
     database_url: SecretStr | None = None
+    # Where runs, their events and the environment lease are kept (default: the database the pipeline migrates).
+    state_database_url: SecretStr | None = None
+    environment: str | None = None  # the lease's name: one active run per environment (default: the platform)
     neon: NeonConfig = NeonConfig()
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -257,6 +275,10 @@ class Settings(_Model):
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not defined (known: {', '.join(sorted(self.profiles))})")
         return self
+
+    @property
+    def environment_name(self) -> str:
+        return self.environment or self.platform
 
     @property
     def policy(self) -> Profile:
@@ -297,6 +319,7 @@ class SeedEnvironment(BaseSettings):
     SMTP_PASSWORD: SecretStr | None = None
     EMAIL_TO: str | None = None
     DATABASE_URL: SecretStr | None = None
+    SOPHIA_STATE_URL: SecretStr | None = None
     SOPHIA_PROFILE: str | None = Field(default=None, validation_alias=AliasChoices("SOPHIA_PROFILE"))
     SOPHIA_PLATFORM: str | None = None
 
@@ -332,6 +355,7 @@ def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
     if env.EMAIL_TO:
         put("notify.email_to", [a.strip() for a in env.EMAIL_TO.split(",") if a.strip()])
     put("database_url", env.DATABASE_URL)
+    put("state_database_url", env.SOPHIA_STATE_URL)
     put("profile", env.SOPHIA_PROFILE)
     put("platform", env.SOPHIA_PLATFORM)
     return tree

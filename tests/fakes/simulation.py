@@ -125,3 +125,20 @@ class ScriptedSynthetics:
     async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:
         detail = "side effect verified" if self.ok else "no outbox row"
         return [SyntheticResult("slack-post", "comms-mcp", self.ok, detail, 1.0, version)]
+
+
+@dataclass
+class RecordingAudit:
+    """The audit trail as a list: (action, target, payload, result) per recorded action."""
+
+    entries: list[tuple[str, str, dict[str, object], str]] = field(default_factory=list)
+    fail: bool = False
+
+    async def record(self, action: str, target: str, payload: Mapping[str, object], result: str) -> None:
+        if self.fail:
+            raise ConnectionError("audit database unreachable")
+        self.entries.append((action, target, dict(payload), result))
+
+    @property
+    def actions(self) -> list[str]:
+        return [entry[0] for entry in self.entries]

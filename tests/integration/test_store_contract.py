@@ -16,6 +16,7 @@ import pytest
 from sophia.engine.clock import FakeClock
 from sophia.engine.events import EventKind
 from sophia.engine.record import Outcome, Phase
+from sophia.engine.store import RequestAction
 from sophia.store import (
     ClaimState,
     LeaseHeldError,
@@ -266,3 +267,21 @@ async def test_a_lease_needs_a_positive_ttl(harness: Harness) -> None:
 
 def test_the_factory_picks_memory_without_a_dsn() -> None:
     assert isinstance(create_store(None), MemoryStore)
+
+
+async def test_the_first_stop_request_stands_and_the_holder_can_read_it(harness: Harness) -> None:
+    store = harness.store
+    await store.create(planned("r-req"))
+    assert await store.pending_request("r-req") is None
+    first = await store.request("r-req", RequestAction.ABORT, "alice", "bad numbers on the dashboard")
+    second = await store.request("r-req", RequestAction.ROLLBACK, "bob", "too late")
+    assert second == first
+    pending = await store.pending_request("r-req")
+    assert pending is not None
+    assert (pending.action, pending.requested_by, pending.reason) == (
+        RequestAction.ABORT,
+        "alice",
+        "bad numbers on the dashboard",
+    )
+    with pytest.raises(UnknownRunError):
+        await store.request("r-missing", RequestAction.ABORT, "alice", "x")

@@ -17,9 +17,11 @@ from sophia.engine.events import Event, EventBus, EventKind
 from sophia.engine.model import Fault
 from sophia.engine.record import Outcome, Phase, RunRecord, StageStatus
 from sophia.platforms.memory import MemoryPlatform
+from sophia.store import MemoryStore
 from tests.fakes.simulation import (
     FakeBuilder,
     NoTraffic,
+    RecordingAudit,
     RecordingCommands,
     ScriptedMigrator,
     ScriptedSynthetics,
@@ -60,7 +62,7 @@ class World:
         return self.record.stage(name).status
 
 
-def world(repo_root: Path, tmp_path: Path, *, faults: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+async def world(repo_root: Path, tmp_path: Path, *, faults: tuple[str, ...] = (), skip: tuple[str, ...] = (),
           fail_on: set[str] | None = None, **profile: Any) -> World:  # fmt: skip
     config = settings(repo_root, **profile)
     clock = SystemClock()
@@ -79,9 +81,12 @@ def world(repo_root: Path, tmp_path: Path, *, faults: tuple[str, ...] = (), skip
         migrator=ScriptedMigrator(clock=clock),
         synthetics=ScriptedSynthetics(),
         notifications=NotificationDispatcher([], clock, attempt_timeout_s=0.1, max_attempts=1, backoff_s=0.01),
+        store=MemoryStore(clock),
+        audit=RecordingAudit(),
         clock=clock,
     )
     ctx = RunContext(config, record, ports, EventBus(events.append), parsed)
+    await ports.store.create(record)
     return World(ctx, platform, probe, ports.builder, ports.commands, ports.migrator, ports.synthetics, events)  # type: ignore[arg-type]
 
 
@@ -90,7 +95,7 @@ def versions(platform: MemoryPlatform) -> set[tuple[str, str | None, int]]:
 
 
 async def test_a_healthy_release_passes_every_stage_in_order_and_is_promoted(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path)
+    w = await world(repo_root, tmp_path)
     outcome = await run.execute(w.ctx)
     assert outcome is Outcome.PROMOTED
     assert [s.name for s in w.record.stages] == list(STAGE_NAMES)
@@ -116,7 +121,7 @@ async def test_a_healthy_release_passes_every_stage_in_order_and_is_promoted(rep
 async def test_a_faulty_canary_rolls_every_service_back(
     repo_root: Path, tmp_path: Path, fault: str, reason: str
 ) -> None:
-    w = world(repo_root, tmp_path, faults=(fault,))
+    w = await world(repo_root, tmp_path, faults=(fault,))
     outcome = await run.execute(w.ctx)
     assert outcome is Outcome.ROLLED_BACK
     assert w.stage("canary-deploy") is StageStatus.FAILED
@@ -131,7 +136,7 @@ async def test_a_faulty_canary_rolls_every_service_back(
 
 
 async def test_a_failing_lint_stops_before_anything_is_built_or_deployed(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path)
+    w = await world(repo_root, tmp_path)
     w.commands.returncode = 1
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     assert w.stage("lint-test") is StageStatus.FAILED
@@ -142,14 +147,14 @@ async def test_a_failing_lint_stops_before_anything_is_built_or_deployed(repo_ro
 
 
 async def test_skipped_stages_are_reported_as_skipped(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path, skip=("lint-test",))
+    w = await world(repo_root, tmp_path, skip=("lint-test",))
     assert await run.execute(w.ctx) is Outcome.PROMOTED
     assert w.stage("lint-test") is StageStatus.SKIPPED
     assert w.commands.ran == []
 
 
 async def test_a_failed_migration_rolls_the_canaries_back(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path)
+    w = await world(repo_root, tmp_path)
     w.migrator.fail_with = "002_bad.sql: syntax error"
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     assert w.stage("migrate-neon") is StageStatus.FAILED
@@ -158,7 +163,7 @@ async def test_a_failed_migration_rolls_the_canaries_back(repo_root: Path, tmp_p
 
 
 async def test_failed_synthetics_roll_back(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path)
+    w = await world(repo_root, tmp_path)
     w.synthetics.ok = False
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     assert "no outbox row" in w.record.stage("synthetics").detail
@@ -166,7 +171,7 @@ async def test_failed_synthetics_roll_back(repo_root: Path, tmp_path: Path) -> N
 
 
 async def test_a_failed_readiness_check_returns_to_the_warm_previous_stable(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path)
+    w = await world(repo_root, tmp_path)
     w.probe.failing.add("memory://crm-mcp/ready")
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     assert w.stage("full-rollout") is StageStatus.PASSED
@@ -177,7 +182,7 @@ async def test_a_failed_readiness_check_returns_to_the_warm_previous_stable(repo
 
 
 async def test_a_rollback_that_fails_ends_as_rollback_failed(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path, faults=("comms-mcp:error_rate=1.0",), fail_on={"rollback"})
+    w = await world(repo_root, tmp_path, faults=("comms-mcp:error_rate=1.0",), fail_on={"rollback"})
     outcome = await run.execute(w.ctx)
     assert outcome is Outcome.ROLLBACK_FAILED
     assert outcome.exit_code == 3
@@ -186,7 +191,7 @@ async def test_a_rollback_that_fails_ends_as_rollback_failed(repo_root: Path, tm
 
 
 async def test_a_stage_over_its_budget_fails_and_rolls_back(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path, budgets={"migrate-neon": 0.05})
+    w = await world(repo_root, tmp_path, budgets={"migrate-neon": 0.05})
     w.migrator.delay_s = 5.0
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     stage = w.record.stage("migrate-neon")
@@ -198,7 +203,7 @@ async def test_a_stage_over_its_budget_fails_and_rolls_back(repo_root: Path, tmp
 
 
 async def test_progressive_steps_move_the_weight_step_by_step(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path, canary={"steps": [10, 25, 50]})
+    w = await world(repo_root, tmp_path, canary={"steps": [10, 25, 50]})
     assert await run.execute(w.ctx) is Outcome.PROMOTED
     weights = [e.data["weight"] for e in w.events if e.kind is EventKind.WEIGHTS_CHANGED]
     assert weights == [10, 25, 50, 100]
@@ -207,7 +212,7 @@ async def test_progressive_steps_move_the_weight_step_by_step(repo_root: Path, t
 
 
 async def test_missing_data_is_never_a_pass(repo_root: Path, tmp_path: Path) -> None:
-    w = world(repo_root, tmp_path)
+    w = await world(repo_root, tmp_path)
     w.ctx.ports.metrics.per_sample = 0  # type: ignore[attr-defined]
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     assert "inconclusive, no pass on missing data" in w.record.stage("canary-deploy").detail

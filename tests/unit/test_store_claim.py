@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sophia.engine.record import Phase
-from sophia.store.base import ClaimState
+from sophia.engine.store import ClaimState
 from sophia.store.claim import Claim, Verdict, judge, state_of
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

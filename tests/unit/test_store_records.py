@@ -9,7 +9,7 @@ import pytest
 
 from sophia.engine.events import Event, EventKind
 from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
-from sophia.store.base import CorruptRecordError
+from sophia.engine.store import CorruptRecordError
 from sophia.store.codec import event_row, parse_event, parse_record, record_json
 from sophia.store.redact import password_of, redact
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -188,10 +189,19 @@ async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         driving = asyncio.create_task(driver.drive(session, targets))
-        await stop.wait()
-        driving.cancel()
-        await asyncio.gather(driving, return_exceptions=True)
+        orphaned = asyncio.create_task(_parent_gone(os.getppid()))
+        await asyncio.wait([asyncio.create_task(stop.wait()), orphaned], return_when=asyncio.FIRST_COMPLETED)
+        for task in (driving, orphaned):
+            task.cancel()
+        await asyncio.gather(driving, orphaned, return_exceptions=True)
     return {name: asdict(s) for name, s in driver.stats.items()}
+
+
+async def _parent_gone(parent: int, interval_s: float = 0.5) -> None:
+    """Return once the process that started us has died (we were re-parented): never outlive a killed engine."""
+    clock = SystemClock()
+    while os.getppid() == parent:
+        await clock.sleep(interval_s)
 
 
 def main() -> None:

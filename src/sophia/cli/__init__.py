@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sophia.cli import deploy, local, status
+from sophia.cli import deploy, local, runs, status
 from sophia.cli.common import app_state
 
 app = typer.Typer(
@@ -16,7 +16,13 @@ app = typer.Typer(
 )
 app.callback()(app_state)
 app.command("deploy")(deploy.deploy)
+app.command("plan")(deploy.plan)
+app.command("stage")(runs.stage)
+app.command("resume")(runs.resume)
+app.command("rollback")(runs.rollback)
+app.command("abort")(runs.abort)
 app.command("status")(status.status)
+app.add_typer(runs.app, name="runs")
 app.add_typer(local.app, name="local")
 
 

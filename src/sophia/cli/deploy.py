@@ -1,50 +1,38 @@
-"""``sophia deploy``: one command, the whole pipeline."""
+"""``sophia deploy`` and ``sophia plan``: a release through the whole pipeline, or planned for stage-by-stage runs."""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sophia import wiring
-from sophia.cli.common import console, fail, state
-from sophia.cli.progress import LiveProgress
-from sophia.config import STAGE_NAMES, ConfigError, check_version
+from sophia.cli.common import fail, state
+from sophia.cli.engine import act, execute, finished, require_platform
+from sophia.config import STAGE_NAMES, ConfigError, Settings, check_version
 from sophia.engine import run
-from sophia.engine.clock import SystemClock
-from sophia.engine.events import EventBus
+from sophia.engine.context import RunContext
+from sophia.engine.events import EventKind
 from sophia.engine.model import Fault
-from sophia.engine.ports import PlatformError
-from sophia.engine.record import RunRecord
-from sophia.platforms.local import environment
+from sophia.engine.record import Outcome, RunRecord
+
+VersionOption = Annotated[str | None, typer.Option("--version", "-v", help="release to ship (default: PRODUCTION_TAG)")]
+FaultOption = Annotated[
+    list[str] | None,
+    typer.Option("--fault", help="rehearsal fault on a service's canary: SERVICE:KIND=VALUE (error_rate, latency_ms, "
+                 "crash); repeatable"),
+]  # fmt: skip
+SkipOption = Annotated[list[str] | None, typer.Option("--skip", help="stage to skip (repeatable)")]
 
 
-def deploy(
-    ctx: typer.Context,
-    version: Annotated[
-        str | None, typer.Option("--version", "-v", help="release to ship (default: PRODUCTION_TAG)")
-    ] = None,
-    fault: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--fault", help="rehearsal fault on a service's canary: SERVICE:KIND=VALUE (error_rate, latency_ms, crash)"
-        ),
-    ] = None,
-    skip: Annotated[list[str] | None, typer.Option("--skip", help="stage to skip (repeatable)")] = None,
-) -> None:
-    """Ship a release through lint-test → build-cache → canary-deploy → migrate-neon → synthetics →
-    full-rollout → readiness-check; any failed gate rolls every service back.
-
-    Exit codes: 0 promoted, 1 failed and rolled back, 2 bad input (nothing changed), 3 the rollback itself failed.
-    """
-    app = state(ctx)
-    settings = app.settings()
+def _release(settings: Settings, version: str | None, fault: list[str] | None, skip: list[str] | None) -> tuple[
+    str, tuple[Fault, ...], list[str]
+]:  # fmt: skip
+    """Validate the request completely before anything is started or changed."""
     release = version or settings.release.version
     try:
         check_version(release)
-        faults = tuple(Fault.parse(text, settings.service_names) for text in fault or [])
+        faults = wiring.parse_faults(settings, fault or [])
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     unknown = [s for s in skip or [] if s not in STAGE_NAMES]
@@ -52,28 +40,51 @@ def deploy(
         fail(f"unknown stage {unknown[0]!r} in --skip (stages: {', '.join(STAGE_NAMES)})")
     if not settings.migrations_dir.is_dir():
         fail(f"migrations folder {settings.migrations_dir} does not exist")
-    clock = SystemClock()
-    platform = wiring.create_platform(settings, clock)
-    if not environment.status(platform).running:
-        fail("the local platform is not running: start it with `sophia local up`")
+    require_platform(settings)
+    return release, faults, list(skip or [])
 
-    record = RunRecord(
-        run_id=wiring.new_run_id(clock),
-        version=release,
-        platform=settings.platform,
-        profile=settings.profile,
-        created_at=clock.now(),
-        actor=wiring.actor(),
-        faults=[str(f) for f in faults],
-        skip=list(skip or []),
-    )
-    events = EventBus(LiveProgress(console))
-    run_ctx = wiring.build_context(settings, record, events=events, faults=faults, clock=clock)
-    try:
-        outcome = asyncio.run(run.execute(run_ctx))
-    except PlatformError as exc:
-        fail(str(exc), code=3)
-    finally:
-        folder = run.write(run_ctx)
-    console.print(f"\n[bold]{outcome.value}[/] — report: {Path(folder) / 'report.md'}", highlight=False)
-    raise typer.Exit(outcome.exit_code)
+
+def deploy(
+    ctx: typer.Context, version: VersionOption = None, fault: FaultOption = None, skip: SkipOption = None
+) -> None:
+    """Ship a release through lint-test → build-cache → canary-deploy → migrate-neon → synthetics →
+    full-rollout → readiness-check; any failed gate rolls every service back.
+
+    Exit codes: 0 promoted, 1 failed and rolled back (or aborted), 2 bad input (nothing changed),
+    3 the rollback itself failed.
+    """
+    settings = state(ctx).settings()
+    release, faults, skipped = _release(settings, version, fault, skip)
+
+    async def new(rt: wiring.Runtime) -> RunRecord:
+        return rt.new_record(release, faults, skipped)
+
+    async def pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
+        async def work() -> Outcome | None:
+            await rt.store.create(run_ctx.record)
+            return await run.execute(run_ctx)
+
+        return await act(rt, run_ctx, work)
+
+    outcome = execute(settings, new, pipeline)
+    finished(outcome, f" — report: {settings.state_dir / 'runs' / 'latest' / 'report.md'}")
+
+
+def plan(ctx: typer.Context, version: VersionOption = None, fault: FaultOption = None, skip: SkipOption = None) -> None:
+    """Create a run for a release and claim the environment for it; print its id for `sophia stage`."""
+    settings = state(ctx).settings()
+    release, faults, skipped = _release(settings, version, fault, skip)
+
+    async def new(rt: wiring.Runtime) -> RunRecord:
+        return rt.new_record(release, faults, skipped)
+
+    async def planned(rt: wiring.Runtime, run_ctx: RunContext) -> str:
+        async def work() -> str:
+            await rt.store.create(run_ctx.record)
+            await run_ctx.commit(EventKind.NOTE, f"planned {release}", audit="run.plan", version=release)
+            return run_ctx.record.run_id
+
+        return await act(rt, run_ctx, work)
+
+    run_id = execute(settings, new, planned, progress=False)
+    typer.echo(run_id)

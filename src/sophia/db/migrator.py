@@ -94,6 +94,7 @@ class MigratorOptions:
     backup_dir: Path = Path(".sophia/backups")
     connect: ConnectPolicy = field(default_factory=ConnectPolicy)
     pg_version: str | None = None  # for squawk
+    through: int | None = None  # consider only migrations numbered up to this one
 
 
 @dataclass
@@ -140,13 +141,13 @@ class SqlMigrator:
 
     async def revert(self, names: Sequence[str]) -> tuple[str, ...]:
         """Undo migrations applied by an earlier stage of this run (pipeline rollback), newest first."""
-        runner = await self._runner(await self.source.target(), load_migrations(self.directory))
+        runner = await self._runner(await self.source.target(), self._migrations())
         return await runner.revert(names)
 
     # -- the CLI's operations --------------------------------------------------------------------------------------
 
     async def migrate_report(self) -> MigrationReport:
-        migrations = load_migrations(self.directory)
+        migrations = self._migrations()
         target = await self.source.target()
         runner = await self._runner(target, migrations)
         report = MigrationReport()
@@ -180,13 +181,13 @@ class SqlMigrator:
         return report
 
     async def plan(self) -> Plan:
-        return await (await self._runner(await self.source.target(), load_migrations(self.directory))).plan()
+        return await (await self._runner(await self.source.target(), self._migrations())).plan()
 
     async def verify(self) -> list[Check]:
-        return await (await self._runner(await self.source.target(), load_migrations(self.directory))).verify()
+        return await (await self._runner(await self.source.target(), self._migrations())).verify()
 
     async def history(self) -> list[Applied]:
-        return await (await self._runner(await self.source.target(), load_migrations(self.directory))).history()
+        return await (await self._runner(await self.source.target(), self._migrations())).history()
 
     async def restore(self, *, file: Path | None = None, branch: str | None = None) -> str:
         """Restore the database from a pg_dump file or (Neon) a backup branch; returns what was done."""
@@ -210,6 +211,11 @@ class SqlMigrator:
         return f"restored {target.describe()} from {file}"
 
     # -- steps -----------------------------------------------------------------------------------------------------
+
+    def _migrations(self) -> list[Migration]:
+        migrations = load_migrations(self.directory)
+        through = self.options.through
+        return migrations if through is None else [m for m in migrations if m.version <= through]
 
     async def _runner(self, target: DbTarget, migrations: list[Migration]) -> Runner:
         async def open_connection() -> Any:

@@ -141,7 +141,7 @@ async def watch(
             outcome = _decide(judge, now, elapsed, deadline, hard_deadline)
             if outcome is not None:
                 return outcome
-            ctx.emit(EventKind.OBSERVATION, "canary healthy so far", stage=stage, elapsed_s=round(elapsed, 2))
+            await ctx.log(EventKind.OBSERVATION, "canary healthy so far", stage=stage, elapsed_s=round(elapsed, 2))
 
 
 def _decide(judge: CanaryJudge, now: datetime, elapsed: float, deadline: float, hard: float) -> StepOutcome | None:

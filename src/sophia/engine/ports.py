@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from sophia.engine.model import (
     Artifact,
@@ -104,6 +104,12 @@ class Migrator(Protocol):
 class SyntheticChecks(Protocol):
     async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:
         """Run the end-to-end checks through the routers against ``version``, asserting their side effects."""
+        ...
+
+
+class AuditTrail(Protocol):
+    async def record(self, action: str, target: str, payload: Mapping[str, Any], result: str) -> None:
+        """Append one deployment action (by the configured actor) to the tamper-evident audit trail."""
         ...
 
 

@@ -143,6 +143,8 @@ class RunRecord:
     services: list[dict[str, Any]] = field(default_factory=list)
     artifact: dict[str, Any] | None = None
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    weights: dict[str, int] = field(default_factory=dict)  # the canary weights last committed, per service
+    notes: list[str] = field(default_factory=list)  # things that went wrong without failing the run
 
     def stage(self, name: str) -> StageRecord:
         for record in self.stages:
@@ -175,6 +177,8 @@ class RunRecord:
             "services": self.services,
             "artifact": self.artifact,
             "notifications": self.notifications,
+            "weights": self.weights,
+            "notes": self.notes,
         }
 
     @classmethod
@@ -198,4 +202,6 @@ class RunRecord:
             services=list(raw.get("services") or []),
             artifact=raw.get("artifact"),
             notifications=list(raw.get("notifications") or []),
+            weights=dict(raw.get("weights") or {}),
+            notes=list(raw.get("notes") or []),
         )

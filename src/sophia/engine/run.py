@@ -1,4 +1,8 @@
-"""The run loop: seven gated stages in order; the first failure rolls everything back."""
+"""The run loop: seven gated stages in order; the first failure rolls everything back.
+
+Each transition is committed to the run store before the action it announces (see ``RunContext.commit``), so
+the same loop serves a whole deploy, one stage at a time (``sophia stage``), and a resumed run.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 from dataclasses import asdict
 from pathlib import Path
 
-from sophia.engine.context import RunContext
+from sophia.engine.context import RunContext, StopCause
 from sophia.engine.decide import stage_budget
 from sophia.engine.events import EventKind
 from sophia.engine.ports import PlatformError
@@ -20,6 +24,7 @@ from sophia.engine.stages.migrate import MigrateNeon
 from sophia.engine.stages.readiness import ReadinessCheck
 from sophia.engine.stages.rollout import FullRollout
 from sophia.engine.stages.synthetics import Synthetics
+from sophia.engine.store import LeaseLostError, StoreError
 
 PIPELINE: tuple[Stage, ...] = (
     LintTest(),
@@ -32,30 +37,61 @@ PIPELINE: tuple[Stage, ...] = (
 )
 
 
-async def execute(ctx: RunContext) -> Outcome:
-    """Run every stage; promote when all pass, roll back at the first failure (or on cancellation)."""
-    _begin(ctx)
+class OutOfOrderError(ValueError):
+    """A stage was asked for that is not the run's next one; nothing was changed."""
+
+
+async def execute(ctx: RunContext, *, only: str | None = None) -> Outcome | None:
+    """Run the pending stages in order (or just ``only``, which must be the next one).
+
+    Returns the outcome once the run has ended, or None when it stops between stages (``only``).
+    """
+    stages = pending(ctx, only)
     try:
-        for stage in PIPELINE:
+        if ctx.record.phase is Phase.PLANNED:
+            await _begin(ctx)
+        for stage in stages:
             result = await run_stage(ctx, stage)
             if result.status is StageStatus.FAILED:
                 return await roll_back(ctx, f"{stage.name}: {result.detail}", result)
-        return await finish(ctx, Outcome.PROMOTED)
+        return await finish(ctx, Outcome.PROMOTED) if ctx.record.next_stage() is None else None
     except asyncio.CancelledError:
-        await asyncio.shield(roll_back(ctx, "run aborted by the operator", None, outcome=Outcome.ABORTED))
-        raise
+        stop = ctx.stop
+        if stop is not None and stop.cause is StopCause.FENCED:
+            raise  # another process owns this run now: touch nothing
+        _clear_cancellation()
+        outcome = Outcome.ROLLED_BACK if stop is not None and stop.manual_rollback else Outcome.ABORTED
+        return await roll_back(ctx, stop.reason if stop else "run cancelled", None, outcome=outcome)
     finally:
         await ctx.stop_traffic()
 
 
-def _begin(ctx: RunContext) -> None:
+def pending(ctx: RunContext, only: str | None = None) -> list[Stage]:
+    """The stages still to run, refusing anything out of order before a single change is made."""
+    record = ctx.record
+    if record.phase.terminal or record.phase is Phase.ROLLING_BACK:
+        raise OutOfOrderError(f"run {record.run_id} is {record.phase.value}; no stage can run any more")
+    upcoming = record.next_stage()
+    if only is None:
+        return [s for s in PIPELINE if record.stage(s.name).status is StageStatus.PENDING]
+    if only != upcoming:
+        raise OutOfOrderError(f"stage {only!r} is out of order for run {record.run_id}: the next stage is {upcoming}")
+    return [s for s in PIPELINE if s.name == only]
+
+
+def _clear_cancellation() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        while task.uncancel():
+            pass
+
+
+async def _begin(ctx: RunContext) -> None:
     ctx.record.phase = Phase.RUNNING
-    ctx.emit(
-        EventKind.RUN_STARTED,
-        f"release {ctx.record.version} on {ctx.record.platform}",
-        version=ctx.record.version,
-        faults=ctx.record.faults,
-    )
+    message = f"release {ctx.record.version} on {ctx.record.platform}"
+    await ctx.commit(EventKind.RUN_STARTED, message, audit="run.start", version=ctx.record.version,
+                     faults=ctx.record.faults)  # fmt: skip
+    ctx.notify("started", f"Deploying {message}")
 
 
 async def run_stage(ctx: RunContext, stage: Stage) -> StageResult:
@@ -68,21 +104,17 @@ async def run_stage(ctx: RunContext, stage: Stage) -> StageResult:
         result = StageResult(StageStatus.SKIPPED, "skipped on request (--skip)")
     else:
         record.status = StageStatus.RUNNING
-        ctx.emit(EventKind.STAGE_STARTED, stage.name, stage=stage.name, budget_s=record.budget_s)
+        await ctx.commit(EventKind.STAGE_STARTED, stage.name, stage=stage.name, audit="stage.start",
+                         budget_s=record.budget_s)  # fmt: skip
         elapsed_total = (record.started_at - ctx.record.created_at).total_seconds()
         allowed = stage_budget(record.budget_s, budgets.total - elapsed_total)
         result = await _bounded(ctx, stage, allowed)
     record.status, record.detail = result.status, result.detail
     record.data.update(result.data)
     record.finished_at = ctx.clock.now()
-    ctx.emit(
-        EventKind.STAGE_FINISHED,
-        f"{stage.name} {result.status.value}",
-        stage=stage.name,
-        status=result.status.value,
-        detail=result.detail,
-        duration_s=record.duration_s,
-    )
+    await ctx.commit(EventKind.STAGE_FINISHED, f"{stage.name} {result.status.value}", stage=stage.name,
+                     audit="stage.finish", status=result.status.value, detail=result.detail,
+                     duration_s=record.duration_s)  # fmt: skip
     return result
 
 
@@ -102,24 +134,32 @@ async def roll_back(
     """All services back to stable at once, then the canaries stopped; record how long traffic took to move."""
     clock = ctx.clock
     ctx.record.phase = Phase.ROLLING_BACK
-    rollback = RollbackRecord(reason=reason, triggered_at=clock.now(), detected_at=cause.detected_at if cause else None)
+    earlier = ctx.record.rollback
+    rollback = RollbackRecord(
+        reason=reason,
+        triggered_at=earlier.triggered_at if earlier else clock.now(),
+        detected_at=(cause.detected_at if cause else None) or (earlier.detected_at if earlier else None),
+    )
     ctx.record.rollback = rollback
-    ctx.emit(EventKind.ROLLBACK_STARTED, reason)
+    ctx.record.weights = dict.fromkeys(ctx.services, 0)
+    try:
+        await ctx.commit(EventKind.ROLLBACK_STARTED, reason, audit="release.rollback")
+    except LeaseLostError:
+        raise
+    except StoreError as exc:  # the run store is down: roll back anyway, a rollback never waits for bookkeeping
+        ctx.record.notes.append(f"rollback started without a durable record: {exc}")
     started = clock.monotonic()
     try:
         await ctx.ports.platform.rollback()
         rollback.completed_at = clock.now()
         rollback.duration_s = round(clock.monotonic() - started, 4)
         await ctx.ports.platform.retire_canary()
-    except Exception as exc:
+    except Exception as exc:  # any failure here means the rollback failed; say so, exit 3
         rollback.error = f"{type(exc).__name__}: {exc}"
-        ctx.emit(EventKind.ROLLBACK_FINISHED, f"rollback failed: {rollback.error}")
+        ctx.events.emit(ctx.event(EventKind.ROLLBACK_FINISHED, f"rollback failed: {rollback.error}"))
         return await finish(ctx, Outcome.ROLLBACK_FAILED)
-    ctx.emit(
-        EventKind.ROLLBACK_FINISHED,
-        f"traffic back on stable in {rollback.duration_s * 1000:.0f} ms",
-        duration_s=rollback.duration_s,
-    )
+    ctx.events.emit(ctx.event(EventKind.ROLLBACK_FINISHED, f"traffic back on stable in "
+                              f"{rollback.duration_s * 1000:.0f} ms", duration_s=rollback.duration_s))  # fmt: skip
     return await finish(ctx, outcome)
 
 
@@ -134,18 +174,21 @@ async def finish(ctx: RunContext, outcome: Outcome) -> Outcome:
             for s in await ctx.ports.platform.inspect()
         ]
     except PlatformError as exc:
-        ctx.emit(EventKind.NOTE, f"could not read the final service state: {exc}")
-    ctx.emit(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value)
+        record.notes.append(f"could not read the final service state: {exc}")
     await _announce(ctx, outcome)
+    action = "release.promote" if outcome is Outcome.PROMOTED else f"run.{outcome.value}"
+    try:
+        await ctx.commit(EventKind.RUN_FINISHED, outcome.value, audit=action, outcome=outcome.value)
+    except LeaseLostError:
+        raise
+    except StoreError as exc:
+        record.notes.append(f"final state not stored: {exc}")
+        ctx.events.emit(ctx.event(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value))
     return outcome
 
 
-_SEVERITY = {
-    Outcome.PROMOTED: "info",
-    Outcome.ROLLED_BACK: "warning",
-    Outcome.ABORTED: "warning",
-    Outcome.ROLLBACK_FAILED: "critical",
-}
+_SEVERITY = {Outcome.PROMOTED: "info", Outcome.ROLLED_BACK: "warning", Outcome.ABORTED: "warning",
+             Outcome.ROLLBACK_FAILED: "critical"}  # fmt: skip
 
 
 async def _announce(ctx: RunContext, outcome: Outcome) -> None:
@@ -156,8 +199,8 @@ async def _announce(ctx: RunContext, outcome: Outcome) -> None:
     summary = f"{record.version} {outcome.value.replace('_', ' ')} on {record.platform}"
     ctx.notify(outcome.value, summary, severity=_SEVERITY[outcome], stage=failed_stage, reason=reason)
     notify = ctx.settings.notify
-    delivered = await ctx.ports.notifications.drain(notify.timeout_s * notify.max_attempts)
-    record.notifications = [d.to_dict() for d in delivered]
+    delivered = await ctx.ports.notifications.drain(min(notify.timeout_s * notify.max_attempts, 30.0))
+    record.notifications += [d.to_dict() for d in delivered]
 
 
 def write(ctx: RunContext) -> Path:

@@ -7,7 +7,8 @@ the in-process store otherwise.
 from __future__ import annotations
 
 from sophia.engine.clock import Clock
-from sophia.store.base import (
+from sophia.engine.heartbeat import Heartbeat, keep_alive
+from sophia.engine.store import (
     ActiveLease,
     ClaimState,
     CorruptRecordError,
@@ -21,7 +22,6 @@ from sophia.store.base import (
     StoreUnavailableError,
     UnknownRunError,
 )
-from sophia.store.lease import Heartbeat, keep_alive
 from sophia.store.memory import MemoryStore
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sophia.engine.record import Phase
-from sophia.store.base import ActiveLease, ClaimState
+from sophia.engine.store import ActiveLease, ClaimState
 
 
 @dataclass(frozen=True)

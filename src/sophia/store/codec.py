@@ -10,7 +10,7 @@ from enum import Enum
 
 from sophia.engine.events import Event, EventKind
 from sophia.engine.record import Outcome, Phase, RunRecord
-from sophia.store.base import CorruptRecordError, RunSummary
+from sophia.engine.store import CorruptRecordError, RunSummary
 
 
 def _default(value: object) -> object:

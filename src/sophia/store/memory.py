@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.events import Event
 from sophia.engine.record import RunRecord
-from sophia.store.base import (
+from sophia.engine.store import (
     ActiveLease,
     Lease,
     LeaseHeldError,
     LeaseLostError,
+    RequestAction,
     RunExistsError,
+    RunRequest,
     RunSummary,
     UnknownRunError,
 )
@@ -57,6 +59,7 @@ class MemoryStore:
         self._clock = clock or SystemClock()
         self._runs: dict[str, _Run] = {}
         self._claims: dict[str, _Claim] = {}
+        self._requests: dict[str, RunRequest] = {}
 
     # -- runs and events -------------------------------------------------------------------------------------------
 
@@ -92,6 +95,13 @@ class MemoryStore:
 
     async def events(self, run_id: str) -> list[Event]:
         return [parse_event(run_id, row) for row in self._run(run_id).events]
+
+    async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:
+        self._run(run_id)
+        return self._requests.setdefault(run_id, RunRequest(action, requested_by, reason, self._clock.now()))
+
+    async def pending_request(self, run_id: str) -> RunRequest | None:
+        return self._requests.get(run_id)
 
     def _run(self, run_id: str) -> _Run:
         try:

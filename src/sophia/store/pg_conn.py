@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from sophia.store.base import StoreError, StoreUnavailableError
+from sophia.engine.store import StoreError, StoreUnavailableError
 from sophia.store.redact import password_of, redact
 from sophia.store.schema import ensure_schema
 

@@ -19,7 +19,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from sophia.engine.record import Phase
-from sophia.store.base import ActiveLease, Lease, LeaseHeldError, LeaseLostError, StoreError, StoreUnavailableError
+from sophia.engine.store import ActiveLease, Lease, LeaseHeldError, LeaseLostError, StoreError, StoreUnavailableError
 from sophia.store.claim import Claim, Verdict, active_lease, expired_message, judge, lost_message, state_of
 from sophia.store.codec import utc
 from sophia.store.pg_conn import Database

@@ -11,7 +11,15 @@ from typing import Any
 
 from sophia.engine.events import Event
 from sophia.engine.record import RunRecord
-from sophia.store.base import ActiveLease, Lease, RunExistsError, RunSummary, UnknownRunError
+from sophia.engine.store import (
+    ActiveLease,
+    Lease,
+    RequestAction,
+    RunExistsError,
+    RunRequest,
+    RunSummary,
+    UnknownRunError,
+)
 from sophia.store.codec import EventRow, check_event, event_row, parse_event, parse_record, record_json, summary, utc
 from sophia.store.pg_conn import Database
 from sophia.store.pg_lease import PgLeases
@@ -66,6 +74,14 @@ WITH upd AS (UPDATE sophia_engine.runs SET last_seq = last_seq + 1 WHERE run_id 
 ins AS (INSERT INTO sophia_engine.events ({_EVENT_COLUMNS}) SELECT {_EVENT_VALUES} FROM upd RETURNING seq)
 SELECT count(*) FROM ins"""  # noqa: S608
 _LOAD = "SELECT record::text FROM sophia_engine.runs WHERE run_id = %s"
+_REQUEST = """WITH ins AS (
+    INSERT INTO sophia_engine.requests (run_id, action, requested_by, reason)
+    SELECT run_id, %(action)s, %(by)s, %(reason)s FROM sophia_engine.runs WHERE run_id = %(run_id)s
+    ON CONFLICT (run_id) DO NOTHING RETURNING action, requested_by, reason, requested_at)
+SELECT * FROM ins UNION ALL
+SELECT action, requested_by, reason, requested_at FROM sophia_engine.requests WHERE run_id = %(run_id)s
+LIMIT 1"""
+_PENDING = "SELECT action, requested_by, reason, requested_at FROM sophia_engine.requests WHERE run_id = %s"
 _LIST = """SELECT run_id, version, phase, outcome, created_at, finished_at, actor FROM sophia_engine.runs
             ORDER BY created_at DESC, position DESC LIMIT %s"""
 _EVENTS = """SELECT e.seq, e.kind, e.at, e.stage, e.message, e.data::text
@@ -174,6 +190,21 @@ class PostgresStore:
         if not rows:
             raise UnknownRunError(run_id)
         return [parse_event(run_id, EventRow(*row)) for row in rows if row[0] is not None]
+
+    async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:
+        params = {"run_id": run_id, "action": action.value, "by": requested_by, "reason": reason}
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_REQUEST, params)
+            row = await cur.fetchone()
+        if row is None:
+            raise UnknownRunError(run_id)
+        return RunRequest(RequestAction(row[0]), row[1], row[2], utc(row[3]))
+
+    async def pending_request(self, run_id: str) -> RunRequest | None:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_PENDING, (run_id,))
+            row = await cur.fetchone()
+        return None if row is None else RunRequest(RequestAction(row[0]), row[1], row[2], utc(row[3]))
 
     async def _scalar(self, sql: str, params: dict[str, Any]) -> Any:
         async with self._db.connection() as conn:

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from sophia.store.base import StoreError
+from sophia.engine.store import StoreError
 
 SCHEMA = "sophia_engine"
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"sophia_engine.schema").digest()[:8], "big", signed=True)
@@ -85,7 +85,22 @@ COMMENT ON TABLE sophia_engine.leases IS
     'lease expiry by the database clock, and the fencing generation that grows on every acquire.';
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "runs, events and environment leases", _V1),)
+_V2 = """
+CREATE TABLE sophia_engine.requests (
+    run_id        text        PRIMARY KEY REFERENCES sophia_engine.runs (run_id),
+    action        text        NOT NULL CHECK (action IN ('abort', 'rollback')),
+    requested_by  text        NOT NULL,
+    reason        text        NOT NULL,
+    requested_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sophia_engine.requests IS
+    'Operators'' requests to stop a run (sophia abort / sophia rollback), read by the process executing it.';
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "runs, events and environment leases", _V1),
+    Migration(2, "stop requests for running runs", _V2),
+)
 LATEST = MIGRATIONS[-1].version
 
 

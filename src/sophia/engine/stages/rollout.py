@@ -14,8 +14,10 @@ class FullRollout:
     name = "full-rollout"
 
     async def run(self, ctx: RunContext) -> StageResult:
+        ctx.record.weights = dict.fromkeys(ctx.services, 100)
+        await ctx.commit(EventKind.WEIGHTS_CHANGED, f"promoting: 100 % on {ctx.record.version}", stage=self.name,
+                         audit="release.promote", weight=100)  # fmt: skip
         await ctx.ports.platform.promote()
-        ctx.emit(EventKind.WEIGHTS_CHANGED, f"100 % on {ctx.record.version}", stage=self.name, weight=100)
         services = await ctx.ports.platform.inspect()
         await ctx.start_traffic(services)
         bake = ctx.policy.rollout.bake_s

@@ -108,6 +108,21 @@ class LeaseHeldError(StoreError):
         return self.active.run_id
 
 
+class RequestAction(StrEnum):
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """An operator's request that the process executing a run stop it (``sophia abort`` / ``sophia rollback``)."""
+
+    action: RequestAction
+    requested_by: str
+    reason: str
+    requested_at: datetime
+
+
 @dataclass(frozen=True)
 class RunSummary:
     run_id: str
@@ -148,6 +163,14 @@ class Store(Protocol):
 
     async def events(self, run_id: str) -> list[Event]:
         """The run's events in the order they were appended."""
+        ...
+
+    async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:
+        """Ask the run's holder to stop it; the first request stands (later ones return it unchanged)."""
+        ...
+
+    async def pending_request(self, run_id: str) -> RunRequest | None:
+        """The stop request made for the run, if any."""
         ...
 
     async def acquire(self, environment: str, run_id: str, holder: str, ttl_s: float) -> Lease:

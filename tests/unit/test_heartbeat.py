@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sophia.engine.store import Lease
 from sophia.store import Heartbeat, LeaseLostError, MemoryStore, StoreUnavailableError, keep_alive
-from sophia.store.base import Lease
 
 
 class ManualClock:

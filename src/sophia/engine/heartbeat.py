@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from sophia.engine.clock import Clock
-from sophia.store.base import Lease, LeaseLostError, Store, StoreError
+from sophia.engine.store import Lease, LeaseLostError, Store, StoreError
 
 LostCallback = Callable[[str], None]
 

@@ -1,0 +1,95 @@
+"""Running engine work from a command: open the runtime, act under the run's lease, render, and pick the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+from sophia import wiring
+from sophia.cli.common import console, fail
+from sophia.cli.progress import LiveProgress
+from sophia.config import Settings
+from sophia.engine import run
+from sophia.engine.clock import SystemClock
+from sophia.engine.context import RunContext
+from sophia.engine.record import Outcome, RunRecord
+from sophia.engine.run import OutOfOrderError
+from sophia.engine.session import RunFencedError, drive
+from sophia.engine.store import (
+    ClaimState,
+    CorruptRecordError,
+    LeaseHeldError,
+    StoreError,
+    UnknownRunError,
+)
+from sophia.platforms.local import environment
+
+T = TypeVar("T")
+Work = Callable[[wiring.Runtime, RunContext], Awaitable[T]]
+
+
+def require_platform(settings: Settings) -> None:
+    platform = wiring.create_platform(settings, SystemClock())
+    if not environment.status(platform).running:
+        fail("the local platform is not running: start it with `sophia local up`")
+
+
+def held(exc: LeaseHeldError) -> NoReturn:
+    """Exit 2 naming the run that has the environment, and the commands that would free it."""
+    active, run_id = exc.active, exc.run_id
+    hints = {
+        ClaimState.RUNNING: f"wait for it to finish, or stop it with `sophia abort` / `sophia rollback --run {run_id}`",
+        ClaimState.ORPHANED: f"recover it with `sophia resume {run_id}` or `sophia rollback --run {run_id}`",
+        ClaimState.PAUSED: f"continue it with `sophia stage <next stage> --run {run_id}` or `sophia resume {run_id}`, "
+        f"or roll it back with `sophia rollback --run {run_id}`",
+    }
+    fail(f"{active.describe()}; {hints[active.state]}")
+
+
+async def act(runtime: wiring.Runtime, ctx: RunContext, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` under the run's lease; the report is written whatever happens."""
+    try:
+        return await drive(ctx, runtime.session(), work)
+    finally:
+        run.write(ctx)
+
+
+def execute(
+    settings: Settings, load: Callable[[wiring.Runtime], Awaitable[RunRecord]], work: Work[T], *, progress: bool = True
+) -> T:
+    """Open the runtime, get the run (``load``), and do ``work`` on it under its lease; errors become exit codes."""
+
+    async def on_run(rt: wiring.Runtime) -> T:
+        sinks = [LiveProgress(console)] if progress else []
+        return await work(rt, rt.context(await load(rt), *sinks))
+
+    return with_runtime(settings, on_run)
+
+
+def with_runtime(settings: Settings, body: Callable[[wiring.Runtime], Awaitable[T]]) -> T:
+    """Run ``body`` with the runtime open; the engine's and the store's refusals become clear exit codes."""
+
+    async def main() -> T:
+        async with wiring.runtime(settings) as rt:
+            return await body(rt)
+
+    try:
+        return asyncio.run(main())
+    except LeaseHeldError as exc:
+        held(exc)
+    except (UnknownRunError, CorruptRecordError, OutOfOrderError) as exc:
+        fail(str(exc))
+    except RunFencedError as exc:
+        fail(str(exc), code=1)
+    except StoreError as exc:
+        fail(f"run store: {exc}")
+
+
+def finished(outcome: Outcome | None, folder_hint: str = "") -> NoReturn:
+    import typer
+
+    if outcome is None:
+        raise typer.Exit(0)
+    console.print(f"\n[bold]{outcome.value}[/]{folder_hint}", highlight=False)
+    raise typer.Exit(outcome.exit_code)
