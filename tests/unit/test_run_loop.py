@@ -2,96 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from sophia.config import STAGE_NAMES, Settings, load_config
+from sophia.config import STAGE_NAMES
 from sophia.engine import run
-from sophia.engine.clock import SystemClock
-from sophia.engine.context import Ports, RunContext
-from sophia.engine.dispatch import NotificationDispatcher
-from sophia.engine.events import Event, EventBus, EventKind
-from sophia.engine.model import Fault
-from sophia.engine.record import Outcome, Phase, RunRecord, StageStatus
-from sophia.platforms.memory import MemoryPlatform
-from sophia.store import MemoryStore
-from tests.fakes.simulation import (
-    FakeBuilder,
-    NoTraffic,
-    RecordingAudit,
-    RecordingCommands,
-    ScriptedMigrator,
-    ScriptedSynthetics,
-    SimulatedMetrics,
-    SimulatedProbe,
-)
-
-TINY_PROFILE: dict[str, Any] = {
-    "canary": {"steps": [10]},
-    "health": {"interval_s": 0.01, "timeout_s": 0.05, "failure_threshold": 3},
-    "analysis": {"step_duration_s": 0.3, "interval_s": 0.01, "min_requests": 5},
-    "traffic": {"enabled": False},
-    "rollout": {"bake_s": 0.03},
-}
-
-
-def settings(repo_root: Path, **profile: Any) -> Settings:
-    tiny = {**TINY_PROFILE, **profile}
-    return load_config(repo_root / "sophia.yaml", env={}, overrides={"profile": "test", "profiles": {"test": tiny}})
-
-
-@dataclass
-class World:
-    ctx: RunContext
-    platform: MemoryPlatform
-    probe: SimulatedProbe
-    builder: FakeBuilder
-    commands: RecordingCommands
-    migrator: ScriptedMigrator
-    synthetics: ScriptedSynthetics
-    events: list[Event]
-
-    @property
-    def record(self) -> RunRecord:
-        return self.ctx.record
-
-    def stage(self, name: str) -> StageStatus:
-        return self.record.stage(name).status
-
-
-async def world(repo_root: Path, tmp_path: Path, *, faults: tuple[str, ...] = (), skip: tuple[str, ...] = (),
-          fail_on: set[str] | None = None, **profile: Any) -> World:  # fmt: skip
-    config = settings(repo_root, **profile)
-    clock = SystemClock()
-    platform = MemoryPlatform(dict.fromkeys(config.service_names, "v1.0.0"), fail_on=fail_on)
-    probe = SimulatedProbe(platform)
-    parsed = tuple(Fault.parse(f, config.service_names) for f in faults)
-    record = RunRecord("r-test", "v1.1.0", "memory", "test", clock.now(), faults=list(faults), skip=list(skip))
-    events: list[Event] = []
-    ports = Ports(
-        platform=platform,
-        builder=FakeBuilder(tmp_path),
-        commands=RecordingCommands(),
-        health=probe,
-        metrics=SimulatedMetrics(platform),
-        traffic=NoTraffic(),
-        migrator=ScriptedMigrator(clock=clock),
-        synthetics=ScriptedSynthetics(),
-        notifications=NotificationDispatcher([], clock, attempt_timeout_s=0.1, max_attempts=1, backoff_s=0.01),
-        store=MemoryStore(clock),
-        audit=RecordingAudit(),
-        clock=clock,
-    )
-    ctx = RunContext(config, record, ports, EventBus(events.append), parsed)
-    await ports.store.create(record)
-    return World(ctx, platform, probe, ports.builder, ports.commands, ports.migrator, ports.synthetics, events)  # type: ignore[arg-type]
-
-
-def versions(platform: MemoryPlatform) -> set[tuple[str, str | None, int]]:
-    return {(s.stable, s.canary, s.canary_weight) for s in platform.slots.values()}
+from sophia.engine.events import EventKind
+from sophia.engine.record import Outcome, Phase, StageStatus
+from tests.fakes.engine_world import versions, world
 
 
 async def test_a_healthy_release_passes_every_stage_in_order_and_is_promoted(repo_root: Path, tmp_path: Path) -> None:

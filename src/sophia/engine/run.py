@@ -37,6 +37,10 @@ PIPELINE: tuple[Stage, ...] = (
 )
 
 
+# How long a rollback waits to record that it is starting before it goes ahead regardless.
+ROLLBACK_RECORD_TIMEOUT_S = 1.0
+
+
 class OutOfOrderError(ValueError):
     """A stage was asked for that is not the run's next one; nothing was changed."""
 
@@ -131,8 +135,13 @@ async def _bounded(ctx: RunContext, stage: Stage, allowed_s: float) -> StageResu
 async def roll_back(
     ctx: RunContext, reason: str, cause: StageResult | None, *, outcome: Outcome = Outcome.ROLLED_BACK
 ) -> Outcome:
-    """All services back to stable at once, then the canaries stopped; record how long traffic took to move."""
+    """All services back to stable at once, then the canaries stopped; record how long traffic took to move.
+
+    ``duration_s`` runs from the decision (this call) to the moment every weight is back on stable, including the
+    write-ahead commit that announces the rollback.
+    """
     clock = ctx.clock
+    decided = clock.monotonic()
     ctx.record.phase = Phase.ROLLING_BACK
     earlier = ctx.record.rollback
     rollback = RollbackRecord(
@@ -142,17 +151,20 @@ async def roll_back(
     )
     ctx.record.rollback = rollback
     ctx.record.weights = dict.fromkeys(ctx.services, 0)
+    announced = None
     try:
-        await ctx.commit(EventKind.ROLLBACK_STARTED, reason, audit="release.rollback")
+        async with asyncio.timeout(ROLLBACK_RECORD_TIMEOUT_S):
+            announced = await ctx.commit(EventKind.ROLLBACK_STARTED, reason)
     except LeaseLostError:
         raise
-    except StoreError as exc:  # the run store is down: roll back anyway, a rollback never waits for bookkeeping
-        ctx.record.notes.append(f"rollback started without a durable record: {exc}")
-    started = clock.monotonic()
+    except (StoreError, TimeoutError) as exc:  # the store is down or slow: a rollback never waits for bookkeeping
+        ctx.record.notes.append(f"rollback started without a durable record: {exc or 'store too slow'}")
     try:
         await ctx.ports.platform.rollback()
         rollback.completed_at = clock.now()
-        rollback.duration_s = round(clock.monotonic() - started, 4)
+        rollback.duration_s = round(clock.monotonic() - decided, 4)
+        if announced is not None:
+            await ctx.audit("release.rollback", announced)
         await ctx.ports.platform.retire_canary()
     except Exception as exc:  # any failure here means the rollback failed; say so, exit 3
         rollback.error = f"{type(exc).__name__}: {exc}"
