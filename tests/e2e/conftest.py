@@ -17,6 +17,7 @@ import psutil
 import pytest
 import yaml
 
+from sophia.platforms.local.postgres import EmbeddedPostgres
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,24 @@ REPO = Path(__file__).resolve().parents[2]
 class Cli:
     config: Path
     state_dir: Path
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(self.config.read_text())
+        return loaded
+
+    def database_url(self) -> str:
+        """The embedded server's DSN for the database the platform uses (where the run store lives)."""
+        server = EmbeddedPostgres(self.state_dir / "local" / "pg", self.settings["local"]["postgres_port"])
+        return server.dsn(self.settings.get("neon", {}).get("database", "neondb"))
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """Start a command without waiting for it (to kill it, or to race it)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "sophia.cli", "--config", str(self.config), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.state_dir,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
 
     def __call__(
         self, *args: str, timeout: float = 240, env: dict[str, str] | None = None
@@ -80,12 +99,14 @@ def leftovers(state_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cli() -> Iterator[Cli]:
+def cli(request: pytest.FixtureRequest) -> Iterator[Cli]:
+    """A running local platform; a test module may define ``config_changes(home) -> dict`` to adjust its config."""
     # Outside pytest's temporary tree: the embedded Postgres runs as another user when we are root.
     home = Path(tempfile.mkdtemp(prefix="sophia-e2e-"))
     state_dir = home / ".sophia"
     state_dir.mkdir()
-    runner = Cli(write_config(home, state_dir), state_dir)
+    changes = getattr(request.module, "config_changes", lambda _home: {})(home)
+    runner = Cli(write_config(home, state_dir, **changes), state_dir)
     up = runner("local", "up")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
