@@ -135,7 +135,7 @@ class SyntheticSuite:
             return ""
         async with await psycopg.AsyncConnection.connect(self._database_url, connect_timeout=5) as conn:
             cursor = await conn.execute(
-                "SELECT id, version, track FROM sandbox.outbox WHERE kind = %s AND payload ->> %s = %s",
+                "SELECT id, version FROM sandbox.outbox WHERE kind = %s AND payload ->> %s = %s",
                 (kind, field, token),
             )
             row = await cursor.fetchone()
@@ -143,4 +143,4 @@ class SyntheticSuite:
             raise CheckFailed(f"answered 200 but no {kind} row reached the outbox")
         if row[1] != version:
             raise CheckFailed(f"outbox row {row[0]} was written by {row[1]}, not {version}")
-        return f"; outbox row {row[0]} written by {row[1]} ({row[2]})"
+        return f"; outbox row {row[0]} written by {row[1]}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sophia.cli import deploy, local, runs, status
+from sophia.cli import checks, deploy, local, runs, status
 from sophia.cli.common import app_state
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app.command("resume")(runs.resume)
 app.command("rollback")(runs.rollback)
 app.command("abort")(runs.abort)
 app.command("status")(status.status)
+app.command("validate")(checks.validate)
+app.command("synthetics")(checks.synthetics)
 app.add_typer(runs.app, name="runs")
 app.add_typer(local.app, name="local")
 
