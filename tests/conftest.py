@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import tempfile
@@ -14,12 +15,22 @@ import pytest
 
 from sophia.platforms.local.postgres import EmbeddedPostgres
 
+# Below Linux's ephemeral range (32768-60999), so an outgoing connection can never take a port a test reserved.
+_PORTS = list(range(20000, 32000))
+random.shuffle(_PORTS)
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, from a range no other process picks at random (each worker shuffles its own)."""
+    while _PORTS:
+        port = _PORTS.pop()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in 20000-31999")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pytest
 from sophia.config import STAGE_NAMES
 from tests.e2e.conftest import REPO, Cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-durability")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
 def config_changes(home: Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import pytest
 from sophia.config import STAGE_NAMES
 from tests.e2e.conftest import Cli, leftovers
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-pipeline")]
+# One worker runs every end-to-end module, one after the other: two whole platforms at once would share two cores.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
 def stable_everywhere(cli: Cli, version: str) -> None:
@@ -59,21 +60,22 @@ def test_building_the_same_tree_again_is_a_cache_hit(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("fault", "words"),
     [
-        ("comms-mcp:error_rate=1.0", "comms-mcp: canary errors"),
-        ("comms-mcp:crash=1", "workload not running: comms-mcp (canary)"),
-        ("crm-mcp:latency_ms=2000", "crm-mcp: canary slow requests"),
+        # The metrics usually see it first; on a busy machine the health checks may get there before them.
+        ("comms-mcp:error_rate=1.0", ("comms-mcp: canary errors", "comms-mcp canary: 3 consecutive failed")),
+        ("comms-mcp:crash=1", ("workload not running: comms-mcp (canary)",)),
+        ("crm-mcp:latency_ms=2000", ("crm-mcp: canary slow requests", "crm-mcp: p95 latency")),
     ],
 )
-def test_a_bad_canary_is_rolled_back_fast(cli: Cli, fault: str, words: str) -> None:
+def test_a_bad_canary_is_rolled_back(cli: Cli, fault: str, words: tuple[str, ...]) -> None:
     result = cli("deploy", "--version", "v9.9.9", "--fault", fault, "--skip", "lint-test")
     assert result.returncode == 1, result.stdout + result.stderr
     report = cli.report()
     assert report["outcome"] == "rolled_back"
     canary = report["stages"][2]
     assert canary["status"] == "failed"
-    assert words in canary["detail"]
+    assert any(w in canary["detail"] for w in words), canary["detail"]
     rollback = report["rollback"]
-    assert words in rollback["reason"]
+    assert canary["detail"] in rollback["reason"]
     # How fast is measured by benchmarks/pipeline.py; here, that the timeline is recorded and in order.
     traffic_started = datetime.fromisoformat(canary["data"]["canary_traffic_started_at"])
     detected = datetime.fromisoformat(rollback["detected_at"])

@@ -110,3 +110,18 @@ def test_judge_canary(canary: TrackSample, stable: TrackSample, now: Verdict, at
                                                           (None, 50.0, 50.0), (60.0, -5.0, 0.0)])  # fmt: skip
 def test_stage_budget_is_capped_by_the_total(own: float | None, remaining: float, allowed: float) -> None:
     assert stage_budget(own, remaining) == allowed
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "verdict"),
+    [
+        (sample(100, fast=80), sample(900), Verdict.FAIL),  # slower than the limit and than stable
+        (sample(100, fast=80), sample(900, fast=700), Verdict.PASS),  # as slow as stable: the machine is, not the code
+        (sample(100, errors=8), sample(900, errors=90), Verdict.PASS),  # 8 % where stable has 10 %
+        (sample(100, errors=12), sample(900, errors=45), Verdict.FAIL),  # 12 % where stable has 5 %
+    ],
+)
+def test_thresholds_are_raised_to_stable_when_stable_is_worse(
+    canary: TrackSample, stable: TrackSample, verdict: Verdict
+) -> None:
+    assert analysis_verdict(canary, LIMITS, stable).verdict is verdict

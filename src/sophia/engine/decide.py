@@ -64,8 +64,16 @@ class MetricVerdict:
     p99_ms: float | None
 
 
-def analysis_verdict(canary: TrackSample, thresholds: Thresholds) -> MetricVerdict:
-    """Judge a canary window against absolute thresholds; too few requests is inconclusive, never a pass."""
+def _limit(absolute: float, stable: float | None) -> float:
+    """A canary fails a threshold only when it is also worse than stable: if both are over, the environment is."""
+    return absolute if stable is None else max(absolute, stable)
+
+
+def analysis_verdict(canary: TrackSample, thresholds: Thresholds, stable: TrackSample | None = None) -> MetricVerdict:
+    """Judge a canary window against absolute thresholds (raised to stable's own level when stable is worse).
+
+    Too few requests is inconclusive, never a pass.
+    """
     n = canary.requests
     if n <= 0:
         return MetricVerdict(Verdict.INCONCLUSIVE, "no canary requests observed", 0, None, None, None)
@@ -74,13 +82,17 @@ def analysis_verdict(canary: TrackSample, thresholds: Thresholds) -> MetricVerdi
     if n < thresholds.min_requests:
         reason = f"{n} canary requests, fewer than the {thresholds.min_requests} needed to judge"
         return MetricVerdict(Verdict.INCONCLUSIVE, reason, n, error_rate, p95, p99)
+    base = stable if stable is not None and stable.requests > 0 else None
+    max_error = _limit(thresholds.max_error_rate, base.errors / base.requests if base else None)
+    max_p95 = _limit(thresholds.max_p95_ms, quantile_ms(base, 0.95) if base else None)
+    max_p99 = _limit(thresholds.max_p99_ms, quantile_ms(base, 0.99) if base else None)
     failures = []
-    if error_rate > thresholds.max_error_rate:
-        failures.append(f"error rate {error_rate:.1%} > {thresholds.max_error_rate:.1%}")
-    if p95 is not None and p95 > thresholds.max_p95_ms:
-        failures.append(f"p95 latency {p95:.0f} ms > {thresholds.max_p95_ms:.0f} ms")
-    if p99 is not None and p99 > thresholds.max_p99_ms:
-        failures.append(f"p99 latency {p99:.0f} ms > {thresholds.max_p99_ms:.0f} ms")
+    if error_rate > max_error:
+        failures.append(f"error rate {error_rate:.1%} > {max_error:.1%}")
+    if p95 is not None and p95 > max_p95:
+        failures.append(f"p95 latency {p95:.0f} ms > {max_p95:.0f} ms")
+    if p99 is not None and p99 > max_p99:
+        failures.append(f"p99 latency {p99:.0f} ms > {max_p99:.0f} ms")
     if failures:
         return MetricVerdict(Verdict.FAIL, "; ".join(failures), n, error_rate, p95, p99)
     return MetricVerdict(Verdict.PASS, f"{n} canary requests within thresholds", n, error_rate, p95, p99)
@@ -109,7 +121,7 @@ def judge_canary(
     ``designs[0]`` is the primary design, the only one allowed to pass a canary; the others only add faster failure
     for larger regressions (their alphas must sum with the primary's to the configured false-positive rate).
     """
-    absolute = analysis_verdict(canary, thresholds)
+    absolute = analysis_verdict(canary, thresholds, stable)
     evidence = (
         ("errors", error_counts(canary, stable)),
         ("slow requests", slow_counts(canary, stable, slow_threshold_ms)),
