@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from sophia.config import STAGE_NAMES
-from tests.e2e.conftest import REPO, Cli
+from tests.e2e.conftest import REPO, Cli, leftovers
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -240,3 +240,9 @@ def test_every_deployment_action_is_in_the_audit_trail(cli: Cli) -> None:
             "release.rollback", "run.resume", "lease.takeover"} <= actions  # fmt: skip
     verified = cli("audit", "verify", "--database-url", cli.database_url())
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_after_all_those_crashes_local_down_leaves_no_process_behind(cli: Cli) -> None:
+    result = cli("local", "down")
+    assert result.returncode == 0, result.stderr
+    assert leftovers(cli.state_dir) == []

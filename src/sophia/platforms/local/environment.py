@@ -135,9 +135,7 @@ def _start_router(platform: LocalPlatform) -> ProcessRef:
     ]
     for spec in settings.services:
         argv += ["--listen", f"{spec.name}={spec.router_port}"]
-    ref = supervisor.spawn(argv, env={}, log=platform.paths.logs / "router.log")
-    instances.record_process(platform.paths, ref)
-    return ref
+    return supervisor.spawn(argv, home=platform.paths.home, env={}, log=platform.paths.logs / "router.log")
 
 
 async def _wait_router(platform: LocalPlatform, ref: ProcessRef) -> None:
@@ -151,8 +149,12 @@ async def _wait_router(platform: LocalPlatform, ref: ProcessRef) -> None:
 
 
 async def down(platform: LocalPlatform, *, stop_postgres: bool = True) -> int:
-    """Stop every process the platform ever started (services, router, Postgres); returns how many were running."""
-    refs = instances.ledger_processes(platform.paths)
+    """Stop every process the platform started (services, router, Postgres); returns how many were running.
+
+    Its own processes are found by their mark, so none is missed: not even one whose starter was killed before it
+    could record it.
+    """
+    refs = [ref for ref, _ in supervisor.owned(platform.paths.home)]
     state = PlatformState.load(platform.paths.state_file)
     if state is not None:
         refs += [state.router, *(i for slot in state.services.values() for i in slot.instances())]
@@ -165,5 +167,4 @@ async def down(platform: LocalPlatform, *, stop_postgres: bool = True) -> int:
         await asyncio.to_thread(platform.postgres.stop)
         stopped += 1
     platform.paths.state_file.unlink(missing_ok=True)
-    platform.paths.ledger.unlink(missing_ok=True)
     return stopped

@@ -30,11 +30,6 @@ class LocalPaths:
         return self.home / "platform.json"
 
     @property
-    def ledger(self) -> Path:
-        """Every process ever started, appended right after it starts, so ``down`` can find them all."""
-        return self.home / "processes.jsonl"
-
-    @property
     def postgres_dir(self) -> Path:
         return self.home / "pg"
 
@@ -89,51 +84,25 @@ def start(
         "SOPHIA_FAULTS": faults_env(faults or {}),
         "DATABASE_URL": database_url,
     }
-    ref, port = supervisor.spawn_service(service=service, kind=kind, site=site, env=env, log=log)
-    instance = Instance(
-        pid=ref.pid,
-        create_time=ref.create_time,
-        version=version,
-        track=track,
-        port=port,
-        artifact=artifact.content_hash,
-        log=str(log),
-    )
-    _append_ledger(paths, instance)
-    return instance
+    ref, port = supervisor.spawn_service(service=service, kind=kind, site=site, home=paths.home, env=env, log=log)
+    return Instance(
+        pid=ref.pid, create_time=ref.create_time, version=version, track=track, port=port,
+        artifact=artifact.content_hash, log=str(log),
+    )  # fmt: skip
 
 
-def _append_ledger(paths: LocalPaths, instance: Instance) -> None:
-    paths.ledger.parent.mkdir(parents=True, exist_ok=True)
-    with paths.ledger.open("a") as ledger:
-        ledger.write(instance.model_dump_json() + "\n")
-
-
-def record_process(paths: LocalPaths, ref: ProcessRef) -> None:
-    paths.ledger.parent.mkdir(parents=True, exist_ok=True)
-    with paths.ledger.open("a") as ledger:
-        ledger.write(ref.model_dump_json() + "\n")
-
-
-def ledger_processes(paths: LocalPaths) -> list[ProcessRef]:
-    try:
-        lines = paths.ledger.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    refs = []
-    for line in lines:
-        try:
-            refs.append(ProcessRef.model_validate_json(line))
-        except ValueError:
-            continue  # a line torn by a crash mid-write names no process we could have started
-    return refs
+def strays(paths: LocalPaths, keep: set[int]) -> list[ProcessRef]:
+    """Canary processes of this platform that its record does not know (their starter died before recording them)."""
+    return [
+        ref for ref, env in supervisor.owned(paths.home) if env.get("SOPHIA_TRACK") == "canary" and ref.pid not in keep
+    ]
 
 
 async def wait_ready(instance: Instance, clock: Clock, timeout_s: float) -> None:
     await supervisor.wait_ready(instance, f"{instance.url}/ready", timeout_s, Path(instance.log), clock)
 
 
-async def stop(*instances: Instance | None) -> None:
+async def stop(*instances: ProcessRef | None) -> None:
     refs = [i for i in instances if i is not None]
     if refs:
         await asyncio.to_thread(supervisor.stop, refs)

@@ -97,11 +97,8 @@ class LocalPlatform:
         return statuses
 
     async def deploy_canary(self, spec: CanarySpec) -> None:
+        await self.retire_canary()  # canaries left by an earlier run (recorded or stray) never serve this one
         state = self.load()
-        leftovers = [slot.canary for slot in state.services.values() if slot.canary]
-        if leftovers:
-            await self.retire_canary()
-            state = self.load()
         dsn = self.database_url()
         kinds = {s.name: s.kind for s in self.settings.services}
         started: dict[str, Instance] = {}
@@ -182,4 +179,5 @@ class LocalPlatform:
         if canaries:
             await self.apply_routes(state, list(canaries))
         self.save(state)
-        await instances.stop(*canaries.values())
+        keep = {i.pid for slot in state.services.values() for i in slot.instances()}
+        await instances.stop(*canaries.values(), *instances.strays(self.paths, keep))

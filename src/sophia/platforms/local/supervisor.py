@@ -2,7 +2,8 @@
 
 Each service process gets a listening socket bound here on 127.0.0.1:0 and inherited by file descriptor, so there
 is no window in which another program could take its port. Every process runs in its own session (process group)
-so stopping it also stops anything it started.
+so stopping it also stops anything it started, and carries ``SOPHIA_PLATFORM_HOME`` in its environment: the
+platform finds its own processes by that mark, even one whose starter was killed before it could write it down.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sophia.platforms.local.state import ProcessRef
 
 # The environment a service process sees: ours to set, nothing inherited but the basics (no stray secrets).
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+MARK = "SOPHIA_PLATFORM_HOME"
 
 
 def alive(ref: ProcessRef | None) -> bool:
@@ -37,9 +39,25 @@ def alive(ref: ProcessRef | None) -> bool:
         return False
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, pass_fds: Sequence[int] = ()) -> ProcessRef:
+def owned(home: Path) -> list[tuple[ProcessRef, dict[str, str]]]:
+    """Every live process marked as started by the platform whose files are in ``home``, with its environment."""
+    mark = str(home)
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        if env.get(MARK) == mark and proc.pid != os.getpid():
+            found.append((ProcessRef(pid=proc.pid, create_time=proc.info["create_time"]), env))
+    return found
+
+
+def spawn(
+    argv: Sequence[str], *, home: Path, env: Mapping[str, str], log: Path, pass_fds: Sequence[int] = ()
+) -> ProcessRef:
     log.parent.mkdir(parents=True, exist_ok=True)
-    base = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+    base = {k: os.environ[k] for k in _INHERITED if k in os.environ} | {MARK: str(home)}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -58,7 +76,9 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], log: Path, pass_fds: S
     return ProcessRef(pid=proc.pid, create_time=created)
 
 
-def spawn_service(*, service: str, kind: str, site: Path, env: Mapping[str, str], log: Path) -> tuple[ProcessRef, int]:
+def spawn_service(
+    *, service: str, kind: str, site: Path, home: Path, env: Mapping[str, str], log: Path
+) -> tuple[ProcessRef, int]:
     """Start one service version from an unpacked artifact; returns the process and its port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -69,7 +89,7 @@ def spawn_service(*, service: str, kind: str, site: Path, env: Mapping[str, str]
         fd = sock.fileno()
         os.set_inheritable(fd, True)
         argv = [sys.executable, "-m", "sophia.services", "--service", service, "--kind", kind, "--fd", str(fd)]
-        ref = spawn(argv, env={**env, "PYTHONPATH": str(site)}, log=log, pass_fds=[fd])
+        ref = spawn(argv, home=home, env={**env, "PYTHONPATH": str(site)}, log=log, pass_fds=[fd])
     finally:
         sock.close()
     return ref, port
