@@ -33,9 +33,11 @@ down: $(STAMP)
 status: $(STAMP)
 	$(SOPHIA) status
 
-## test: lint, types, layer contracts, then the whole test suite on two workers
+## test: lint, types, layer contracts; unit and integration tests on two workers; then the end-to-end tests,
+## which start whole local platforms and get the machine to themselves
 test: $(STAMP) lint
-	$(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider
+	$(PY) -m pytest -n 2 -p no:cacheprovider tests/unit tests/integration
+	$(PY) -m pytest -p no:cacheprovider tests/e2e
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

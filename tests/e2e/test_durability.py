@@ -23,7 +23,7 @@ import pytest
 from sophia.config import STAGE_NAMES
 from tests.e2e.conftest import REPO, Cli, leftovers
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.slow
 
 
 def config_changes(home: Path) -> dict[str, Any]:

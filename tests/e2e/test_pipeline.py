@@ -12,8 +12,7 @@ import pytest
 from sophia.config import STAGE_NAMES
 from tests.e2e.conftest import Cli, leftovers
 
-# One worker runs every end-to-end module, one after the other: two whole platforms at once would share two cores.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.slow
 
 
 def stable_everywhere(cli: Cli, version: str) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sophia.engine.model import TrackSample
-from sophia.engine.sequential import Decision, Design, error_counts, sequential_test, slow_counts
+from sophia.engine.sequential import Decision, Design, error_counts, sequential_test, slow_counts, slow_fraction
 
 
 class Verdict(StrEnum):
@@ -64,6 +64,24 @@ class MetricVerdict:
     p99_ms: float | None
 
 
+Z_ONE_SIDED_95 = 1.6449
+
+
+def wilson_lower(events: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
+    """The lower end of the Wilson score interval: the rate we are 95 % sure the true rate is above."""
+    if n <= 0:
+        return 0.0
+    p = events / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - margin) / (1 + z * z / n))
+
+
+def _slower_than(sample: TrackSample, limit_ms: float) -> int:
+    """Requests above the smallest bucket bound at or over ``limit_ms`` (the histogram's resolution)."""
+    return slow_fraction(sample.latency_buckets, limit_ms, sample.requests).slow
+
+
 def _limit(absolute: float, stable: float | None) -> float:
     """A canary fails a threshold only when it is also worse than stable: if both are over, the environment is."""
     return absolute if stable is None else max(absolute, stable)
@@ -72,7 +90,9 @@ def _limit(absolute: float, stable: float | None) -> float:
 def analysis_verdict(canary: TrackSample, thresholds: Thresholds, stable: TrackSample | None = None) -> MetricVerdict:
     """Judge a canary window against absolute thresholds (raised to stable's own level when stable is worse).
 
-    Too few requests is inconclusive, never a pass.
+    A threshold fails only when the data shows it with 95 % confidence (the Wilson lower bound of the error rate,
+    or of the share of requests slower than the latency limit, is over it): one unlucky request among twenty is
+    not a regression. Too few requests is inconclusive, never a pass.
     """
     n = canary.requests
     if n <= 0:
@@ -87,12 +107,12 @@ def analysis_verdict(canary: TrackSample, thresholds: Thresholds, stable: TrackS
     max_p95 = _limit(thresholds.max_p95_ms, quantile_ms(base, 0.95) if base else None)
     max_p99 = _limit(thresholds.max_p99_ms, quantile_ms(base, 0.99) if base else None)
     failures = []
-    if error_rate > max_error:
-        failures.append(f"error rate {error_rate:.1%} > {max_error:.1%}")
-    if p95 is not None and p95 > max_p95:
-        failures.append(f"p95 latency {p95:.0f} ms > {max_p95:.0f} ms")
-    if p99 is not None and p99 > max_p99:
-        failures.append(f"p99 latency {p99:.0f} ms > {max_p99:.0f} ms")
+    if wilson_lower(canary.errors, n) > max_error:
+        failures.append(f"error rate {error_rate:.1%} > {max_error:.1%} ({canary.errors} of {n} requests)")
+    for name, value, limit, share in (("p95", p95, max_p95, 0.05), ("p99", p99, max_p99, 0.01)):
+        slow = _slower_than(canary, limit)
+        if value is not None and wilson_lower(slow, n) > share:
+            failures.append(f"{name} latency {value:.0f} ms > {limit:.0f} ms ({slow} of {n} requests slower)")
     if failures:
         return MetricVerdict(Verdict.FAIL, "; ".join(failures), n, error_rate, p95, p99)
     return MetricVerdict(Verdict.PASS, f"{n} canary requests within thresholds", n, error_rate, p95, p99)

@@ -1,10 +1,16 @@
-"""readiness-check: every service healthy, connected to its database, and serving only the new version."""
+"""readiness-check: every service healthy, connected to its database, and serving only the new version.
+
+Each service is probed through its router on ``/health`` and ``/ready`` (which checks the database) with the health
+policy's tolerance: it fails after ``failure_threshold`` consecutive failed attempts, ``interval_s`` apart, as the
+health monitor would judge it. The load generator is off by now: this is the final look, not an analysis.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from sophia.engine.context import RunContext
+from sophia.engine.decide import Verdict, health_verdict, next_streak
 from sophia.engine.model import ServiceStatus
 from sophia.engine.stages.base import StageResult, failed, passed
 
@@ -13,6 +19,7 @@ class ReadinessCheck:
     name = "readiness-check"
 
     async def run(self, ctx: RunContext) -> StageResult:
+        await ctx.stop_traffic()
         services = await ctx.ports.platform.inspect()
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
@@ -32,9 +39,16 @@ class ReadinessCheck:
 
     @staticmethod
     async def _probe(ctx: RunContext, status: ServiceStatus) -> str | None:
-        timeout = ctx.policy.health.timeout_s
+        health = ctx.policy.health
         for path in ("/health", "/ready"):
-            result = await ctx.ports.health.probe(status.url.rstrip("/") + path, timeout)
-            if not result.ok:
-                return f"{status.name} {path}: {result.error or f'HTTP {result.status_code}'}"
+            streak = 0
+            while True:
+                result = await ctx.ports.health.probe(status.url.rstrip("/") + path, health.timeout_s)
+                streak = next_streak(streak, result.ok)
+                if result.ok:
+                    break
+                if health_verdict(streak, health.failure_threshold) is Verdict.FAIL:
+                    why = result.error or f"HTTP {result.status_code}"
+                    return f"{status.name} {path}: {why} ({streak} attempts)"
+                await ctx.clock.sleep(health.interval_s)
         return None
