@@ -87,8 +87,10 @@ class MemoryWatch:
             for proc in psutil.process_iter(["cmdline"]):
                 try:
                     text = " ".join(proc.info["cmdline"] or [])
-                    if self.home in text or self.home in proc.environ().get("SOPHIA_PLATFORM_HOME", "") or (
-                        "sophia" in text and self.home in " ".join(proc.environ().values())
+                    if (
+                        self.home in text
+                        or self.home in proc.environ().get("SOPHIA_PLATFORM_HOME", "")
+                        or ("sophia" in text and self.home in " ".join(proc.environ().values()))
                     ):
                         total += proc.memory_info().rss
                 except psutil.Error:
@@ -178,8 +180,9 @@ def main() -> None:
                   f"{statistics.median(exposures):4.2f} s, max {max(exposures):4.2f} s")  # fmt: skip
         print(f"resume after kill -9 decided in:  {decision_s:6.2f} s")
         print(f"peak memory of the whole platform: {memory.peak_mib:6.0f} MiB")
-        print(f"pipeline: deploy_s={deploy_s:.1f} rollback_max_ms={max(d for r in rollbacks.values() for d, _ in r) * 1000:.1f}"
-              f" resume_decision_s={decision_s:.2f} peak_mib={memory.peak_mib:.0f}")  # fmt: skip
+        worst_ms = max(d for rows in rollbacks.values() for d, _ in rows) * 1000
+        print(f"pipeline: deploy_s={deploy_s:.1f} rollback_max_ms={worst_ms:.1f} resume_decision_s={decision_s:.2f} "
+              f"peak_mib={memory.peak_mib:.0f}")  # fmt: skip
     finally:
         sophia(config, "local", "down")
         shutil.rmtree(home, ignore_errors=True)

@@ -272,11 +272,17 @@ def test_the_factory_picks_memory_without_a_dsn() -> None:
 async def test_the_first_stop_request_stands_and_the_holder_can_read_it(harness: Harness) -> None:
     store = harness.store
     await store.create(planned("r-req"))
-    assert await store.pending_request("r-req") is None
+    stops = frozenset({RequestAction.ABORT, RequestAction.ROLLBACK})
+    assert await store.pending_request("r-req", stops) is None
     first = await store.request("r-req", RequestAction.ABORT, "alice", "bad numbers on the dashboard")
-    second = await store.request("r-req", RequestAction.ROLLBACK, "bob", "too late")
-    assert second == first
-    pending = await store.pending_request("r-req")
+    again = await store.request("r-req", RequestAction.ABORT, "bob", "me too")
+    assert again == first
+    await harness.pass_time(0.01)
+    await store.request("r-req", RequestAction.ROLLBACK, "carol", "later")
+    assert await store.pending_request("r-req", frozenset({RequestAction.PROMOTE})) is None
+    approved = await store.request("r-req", RequestAction.PROMOTE, "dave", "looks good")
+    assert await store.pending_request("r-req", frozenset({RequestAction.PROMOTE})) == approved
+    pending = await store.pending_request("r-req", stops)
     assert pending is not None
     assert (pending.action, pending.requested_by, pending.reason) == (
         RequestAction.ABORT,

@@ -194,3 +194,38 @@ async def test_stages_out_of_order_are_refused_before_anything_changes(repo_root
         await run.execute(w.ctx, only="canary-deploy")
     assert w.platform.calls == []
     assert (await w.store.load("r-test")).phase is Phase.PLANNED
+
+
+async def test_the_manual_gate_waits_for_approval_while_watching_the_canary(repo_root: Path, tmp_path: Path) -> None:
+    w = await world(repo_root, tmp_path, canary={"steps": [10], "manual_gate": True})
+
+    async def approve_when_waiting() -> None:
+        while not any(e.message.startswith("waiting for approval") for e in w.events):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # still waiting: good data alone does not promote
+        assert w.platform.calls.count("promote") == 0
+        await w.store.request("r-test", RequestAction.PROMOTE, "dave", "numbers look right")
+
+    approver = asyncio.create_task(approve_when_waiting())
+    assert await asyncio.wait_for(run.execute(w.ctx), timeout=20) is Outcome.PROMOTED
+    await approver
+    assert any("approved by dave: numbers look right" in e.message for e in w.events)
+    assert "release.gate" in w.audit.actions
+    assert "release.approve" in w.audit.actions
+
+
+async def test_a_canary_that_goes_bad_at_the_gate_is_rolled_back(repo_root: Path, tmp_path: Path) -> None:
+    w = await world(repo_root, tmp_path, canary={"steps": [10], "manual_gate": True})
+
+    async def break_it_while_waiting() -> None:
+        while not any(e.message.startswith("waiting for approval") for e in w.events):
+            await asyncio.sleep(0.01)
+        w.platform.crashed.add(("comms-mcp", "canary"))
+
+    breaker = asyncio.create_task(break_it_while_waiting())
+    assert await asyncio.wait_for(run.execute(w.ctx), timeout=20) is Outcome.ROLLED_BACK
+    await breaker
+    assert (
+        "while waiting for approval: workload not running: comms-mcp (canary)" in w.record.stage("full-rollout").detail
+    )
+    assert versions(w.platform) == {("v1.0.0", None, 0)}

@@ -163,3 +163,21 @@ async def _ask_owner(rt: wiring.Runtime, run_id: str, action: RequestAction, act
             fail(f"run {run_id} has not stopped after {WAIT_FOR_OWNER_S:g}s; its process may be stuck", code=1)
         await rt.clock.sleep(0.1)
     return record.outcome
+
+
+def promote(
+    ctx: typer.Context,
+    run_id: RunArgument,
+    reason: Annotated[str, typer.Option(help="why, for the record and the audit trail")] = "approved",
+) -> None:
+    """Approve a run waiting at the manual gate (canary.manual_gate): it goes on to full-rollout."""
+    settings = state(ctx).settings()
+
+    async def approve(rt: wiring.Runtime) -> str:
+        record = await rt.store.load(run_id)
+        if record.phase.terminal:
+            fail(f"run {run_id} already ended: {record.phase.value}")
+        request = await rt.store.request(run_id, RequestAction.PROMOTE, wiring.actor(), reason)
+        return f"{run_id}: promotion approved by {request.requested_by}"
+
+    console.print(with_runtime(settings, approve), highlight=False)

@@ -12,7 +12,7 @@ duration) and then fails: missing data is never a pass.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -113,8 +113,13 @@ async def watch(
     tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY),
     judge_canary_metrics: bool = True,
     stage: str | None = None,
+    until: Callable[[], Awaitable[str | None]] | None = None,
 ) -> StepOutcome:
-    """Observe for ``duration_s``; fail at the first bad observation, pass only on conclusive good data."""
+    """Observe for ``duration_s``; fail at the first bad observation, pass only on conclusive good data.
+
+    With ``until`` the watch ends (as a pass) only when ``until`` gives a reason, however good the data: the canary
+    is kept under watch while it waits, e.g. for a person's approval.
+    """
     clock, policy = ctx.clock, ctx.policy
     names = [s.name for s in services]
     judge = CanaryJudge(policy.analysis, names, await ctx.ports.metrics.sample(names)) if judge_canary_metrics else None
@@ -139,7 +144,12 @@ async def watch(
                 continue
             judge.look(await ctx.ports.metrics.sample(names), now)
             outcome = _decide(judge, now, elapsed, deadline, hard_deadline)
-            if outcome is not None:
+            if until is not None:
+                if outcome is not None and outcome.verdict is Verdict.FAIL:
+                    return outcome
+                if reason := await until():
+                    return StepOutcome(Verdict.PASS, reason, None, judge.summary())
+            elif outcome is not None:
                 return outcome
             await ctx.log(EventKind.OBSERVATION, "canary healthy so far", stage=stage, elapsed_s=round(elapsed, 2))
 

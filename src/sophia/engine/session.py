@@ -19,7 +19,7 @@ from typing import TypeVar
 from sophia.engine.context import RunContext, Stop, StopCause
 from sophia.engine.events import EventKind
 from sophia.engine.heartbeat import keep_alive
-from sophia.engine.store import RunRequest
+from sophia.engine.store import STOP_ACTIONS, RunRequest
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ async def _watch_requests(
     while True:
         await ctx.clock.sleep(interval_s)
         with contextlib.suppress(Exception):  # a store hiccup only delays noticing a request
-            request = await ctx.ports.store.pending_request(ctx.record.run_id)
+            request = await ctx.ports.store.pending_request(ctx.record.run_id, STOP_ACTIONS)
             if request is not None:
                 why = f"{request.action.value} requested by {request.requested_by}: {request.reason}"
                 stop(StopCause.REQUESTED, why, request)

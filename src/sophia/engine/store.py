@@ -111,11 +111,15 @@ class LeaseHeldError(StoreError):
 class RequestAction(StrEnum):
     ABORT = "abort"
     ROLLBACK = "rollback"
+    PROMOTE = "promote"  # the manual gate's approval (``sophia promote``)
+
+
+STOP_ACTIONS = frozenset({RequestAction.ABORT, RequestAction.ROLLBACK})
 
 
 @dataclass(frozen=True)
 class RunRequest:
-    """An operator's request that the process executing a run stop it (``sophia abort`` / ``sophia rollback``)."""
+    """An operator's word to the process executing a run: stop it (abort, rollback) or go on (promote)."""
 
     action: RequestAction
     requested_by: str
@@ -166,11 +170,11 @@ class Store(Protocol):
         ...
 
     async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:
-        """Ask the run's holder to stop it; the first request stands (later ones return it unchanged)."""
+        """Leave the run's holder a request; the first of each action stands (a repeat returns it unchanged)."""
         ...
 
-    async def pending_request(self, run_id: str) -> RunRequest | None:
-        """The stop request made for the run, if any."""
+    async def pending_request(self, run_id: str, actions: frozenset[RequestAction]) -> RunRequest | None:
+        """The earliest request for the run among ``actions``, if any."""
         ...
 
     async def acquire(self, environment: str, run_id: str, holder: str, ttl_s: float) -> Lease:

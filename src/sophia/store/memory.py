@@ -59,7 +59,7 @@ class MemoryStore:
         self._clock = clock or SystemClock()
         self._runs: dict[str, _Run] = {}
         self._claims: dict[str, _Claim] = {}
-        self._requests: dict[str, RunRequest] = {}
+        self._requests: dict[tuple[str, RequestAction], RunRequest] = {}
 
     # -- runs and events -------------------------------------------------------------------------------------------
 
@@ -98,10 +98,12 @@ class MemoryStore:
 
     async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:
         self._run(run_id)
-        return self._requests.setdefault(run_id, RunRequest(action, requested_by, reason, self._clock.now()))
+        made = RunRequest(action, requested_by, reason, self._clock.now())
+        return self._requests.setdefault((run_id, action), made)
 
-    async def pending_request(self, run_id: str) -> RunRequest | None:
-        return self._requests.get(run_id)
+    async def pending_request(self, run_id: str, actions: frozenset[RequestAction]) -> RunRequest | None:
+        found = [r for (run, action), r in self._requests.items() if run == run_id and action in actions]
+        return min(found, key=lambda r: r.requested_at, default=None)
 
     def _run(self, run_id: str) -> _Run:
         try:

@@ -77,11 +77,13 @@ _LOAD = "SELECT record::text FROM sophia_engine.runs WHERE run_id = %s"
 _REQUEST = """WITH ins AS (
     INSERT INTO sophia_engine.requests (run_id, action, requested_by, reason)
     SELECT run_id, %(action)s, %(by)s, %(reason)s FROM sophia_engine.runs WHERE run_id = %(run_id)s
-    ON CONFLICT (run_id) DO NOTHING RETURNING action, requested_by, reason, requested_at)
+    ON CONFLICT (run_id, action) DO NOTHING RETURNING action, requested_by, reason, requested_at)
 SELECT * FROM ins UNION ALL
-SELECT action, requested_by, reason, requested_at FROM sophia_engine.requests WHERE run_id = %(run_id)s
+SELECT action, requested_by, reason, requested_at FROM sophia_engine.requests
+ WHERE run_id = %(run_id)s AND action = %(action)s
 LIMIT 1"""
-_PENDING = "SELECT action, requested_by, reason, requested_at FROM sophia_engine.requests WHERE run_id = %s"
+_PENDING = """SELECT action, requested_by, reason, requested_at FROM sophia_engine.requests
+               WHERE run_id = %s AND action = ANY(%s) ORDER BY requested_at LIMIT 1"""
 _LIST = """SELECT run_id, version, phase, outcome, created_at, finished_at, actor FROM sophia_engine.runs
             ORDER BY created_at DESC, position DESC LIMIT %s"""
 _EVENTS = """SELECT e.seq, e.kind, e.at, e.stage, e.message, e.data::text
@@ -200,9 +202,9 @@ class PostgresStore:
             raise UnknownRunError(run_id)
         return RunRequest(RequestAction(row[0]), row[1], row[2], utc(row[3]))
 
-    async def pending_request(self, run_id: str) -> RunRequest | None:
+    async def pending_request(self, run_id: str, actions: frozenset[RequestAction]) -> RunRequest | None:
         async with self._db.connection() as conn:
-            cur = await conn.execute(_PENDING, (run_id,))
+            cur = await conn.execute(_PENDING, (run_id, [a.value for a in actions]))
             row = await cur.fetchone()
         return None if row is None else RunRequest(RequestAction(row[0]), row[1], row[2], utc(row[3]))
 

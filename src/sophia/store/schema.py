@@ -87,19 +87,20 @@ COMMENT ON TABLE sophia_engine.leases IS
 
 _V2 = """
 CREATE TABLE sophia_engine.requests (
-    run_id        text        PRIMARY KEY REFERENCES sophia_engine.runs (run_id),
-    action        text        NOT NULL CHECK (action IN ('abort', 'rollback')),
+    run_id        text        NOT NULL REFERENCES sophia_engine.runs (run_id),
+    action        text        NOT NULL CHECK (action IN ('abort', 'rollback', 'promote')),
     requested_by  text        NOT NULL,
     reason        text        NOT NULL,
-    requested_at  timestamptz NOT NULL DEFAULT now()
+    requested_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (run_id, action)
 );
 COMMENT ON TABLE sophia_engine.requests IS
-    'Operators'' requests to stop a run (sophia abort / sophia rollback), read by the process executing it.';
+    'Operators'' requests to a running run (sophia abort / rollback / promote), read by the process executing it.';
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, events and environment leases", _V1),
-    Migration(2, "stop requests for running runs", _V2),
+    Migration(2, "operators' requests to running runs", _V2),
 )
 LATEST = MIGRATIONS[-1].version
 

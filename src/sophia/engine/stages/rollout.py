@@ -6,6 +6,7 @@ from sophia.engine.analysis import watch
 from sophia.engine.context import RunContext
 from sophia.engine.decide import Verdict
 from sophia.engine.events import EventKind
+from sophia.engine.gate import await_promotion
 from sophia.engine.model import Track
 from sophia.engine.stages.base import StageResult, failed, passed
 
@@ -14,6 +15,10 @@ class FullRollout:
     name = "full-rollout"
 
     async def run(self, ctx: RunContext) -> StageResult:
+        if ctx.policy.canary.manual_gate:
+            gate = await await_promotion(ctx, self.name)
+            if gate.verdict is not Verdict.PASS:
+                return failed(f"while waiting for approval: {gate.reason}", detected_at=gate.detected_at)
         ctx.record.weights = dict.fromkeys(ctx.services, 100)
         await ctx.commit(EventKind.WEIGHTS_CHANGED, f"promoting: 100 % on {ctx.record.version}", stage=self.name,
                          audit="release.promote", weight=100)  # fmt: skip
