@@ -20,6 +20,7 @@ from tests.fakes.simulation import (
     NoTraffic,
     RecordingAudit,
     RecordingCommands,
+    RecordingNotifier,
     ScriptedMigrator,
     ScriptedSynthetics,
     SimulatedMetrics,
@@ -51,6 +52,7 @@ class World:
     synthetics: ScriptedSynthetics
     store: MemoryStore
     audit: RecordingAudit
+    notifier: RecordingNotifier
     events: list[Event]
 
     @property
@@ -85,7 +87,7 @@ async def world(
         await store.create(record)
     events: list[Event] = []
     builder, commands, migrator = FakeBuilder(tmp_path), RecordingCommands(), ScriptedMigrator(clock=clock)
-    synthetics, audit = ScriptedSynthetics(), RecordingAudit()
+    synthetics, audit, notifier = ScriptedSynthetics(), RecordingAudit(), RecordingNotifier()
     ports = Ports(
         platform=platform,
         builder=builder,
@@ -95,13 +97,13 @@ async def world(
         traffic=NoTraffic(),
         migrator=migrator,
         synthetics=synthetics,
-        notifications=NotificationDispatcher([], clock, attempt_timeout_s=0.1, max_attempts=1, backoff_s=0.01),
+        notifications=NotificationDispatcher([notifier], clock, attempt_timeout_s=0.1, max_attempts=1, backoff_s=0.01),
         store=store,
         audit=audit,
         clock=clock,
     )
     ctx = RunContext(config, record, ports, EventBus(events.append), parsed)
-    return World(ctx, platform, probe, builder, commands, migrator, synthetics, store, audit, events)
+    return World(ctx, platform, probe, builder, commands, migrator, synthetics, store, audit, notifier, events)
 
 
 def versions(platform: MemoryPlatform) -> set[tuple[str, str | None, int]]:

@@ -16,6 +16,7 @@ from sophia.engine.model import (
     Artifact,
     CommandResult,
     MigrationOutcome,
+    Notification,
     ProbeResult,
     ServiceStatus,
     SyntheticResult,
@@ -142,3 +143,14 @@ class RecordingAudit:
     @property
     def actions(self) -> list[str]:
         return [entry[0] for entry in self.entries]
+
+
+@dataclass
+class RecordingNotifier:
+    """A channel that keeps what it was sent."""
+
+    name: str = "recording"
+    sent: list[Notification] = field(default_factory=list)
+
+    async def send(self, notification: Notification) -> None:
+        self.sent.append(notification)

@@ -229,3 +229,15 @@ async def test_a_canary_that_goes_bad_at_the_gate_is_rolled_back(repo_root: Path
         "while waiting for approval: workload not running: comms-mcp (canary)" in w.record.stage("full-rollout").detail
     )
     assert versions(w.platform) == {("v1.0.0", None, 0)}
+
+
+async def test_a_promotion_resolves_the_alerts_of_the_failures_before_it(repo_root: Path, tmp_path: Path) -> None:
+    bad = await world(repo_root, tmp_path, faults=("comms-mcp:error_rate=1.0",))
+    assert await run.execute(bad.ctx) is Outcome.ROLLED_BACK
+    assert [n.kind for n in bad.notifier.sent] == ["started", "rolled_back"]
+    good_record = RunRecord("r-good", "v1.2.0", "memory", "test", bad.record.created_at)
+    await bad.store.create(good_record)
+    good = await world(repo_root, tmp_path, store=bad.store, platform=bad.platform, record=good_record)
+    assert await run.execute(good.ctx) is Outcome.PROMOTED
+    promoted = good.notifier.sent[-1]
+    assert (promoted.kind, promoted.resolves) == ("promoted", ("r-test",))

@@ -124,7 +124,14 @@ class RunContext:
             self.record.notes.append(f"audit of {action} failed: {type(exc).__name__}: {exc}")
 
     def notify(
-        self, kind: str, summary: str, *, severity: str = "info", stage: str | None = None, reason: str | None = None
+        self,
+        kind: str,
+        summary: str,
+        *,
+        severity: str = "info",
+        stage: str | None = None,
+        reason: str | None = None,
+        resolves: tuple[str, ...] = (),
     ) -> None:
         """Queue a notification to every channel; never waits for delivery."""
         record = self.record
@@ -142,6 +149,7 @@ class RunContext:
                 stage=stage,
                 reason=reason,
                 report_url=report,
+                resolves=resolves,
             )
         )
 

@@ -209,10 +209,29 @@ async def _announce(ctx: RunContext, outcome: Outcome) -> None:
     failed_stage = next((s.name for s in record.stages if s.status is StageStatus.FAILED), None)
     reason = record.rollback.reason if record.rollback else None
     summary = f"{record.version} {outcome.value.replace('_', ' ')} on {record.platform}"
-    ctx.notify(outcome.value, summary, severity=_SEVERITY[outcome], stage=failed_stage, reason=reason)
+    resolves = await _failures_since_last_promotion(ctx) if outcome is Outcome.PROMOTED else ()
+    ctx.notify(outcome.value, summary, severity=_SEVERITY[outcome], stage=failed_stage, reason=reason,
+               resolves=resolves)  # fmt: skip
     notify = ctx.settings.notify
     delivered = await ctx.ports.notifications.drain(min(notify.timeout_s * notify.max_attempts, 30.0))
     record.notifications += [d.to_dict() for d in delivered]
+
+
+async def _failures_since_last_promotion(ctx: RunContext) -> tuple[str, ...]:
+    """Runs whose failure alerts a promotion closes: those that failed after the previous promotion."""
+    try:
+        runs = await ctx.ports.store.list_runs(100)
+    except StoreError:
+        return ()
+    failed_runs = []
+    for summary in runs:
+        if summary.run_id == ctx.record.run_id:
+            continue
+        if summary.outcome is Outcome.PROMOTED:
+            break
+        if summary.outcome is not None:
+            failed_runs.append(summary.run_id)
+    return tuple(failed_runs)
 
 
 def write(ctx: RunContext) -> Path:
