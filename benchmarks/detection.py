@@ -5,13 +5,15 @@ One service gets ``--rps`` requests a second; the router sends each to the canar
 healthy (1 %) or bad (5 %). Latency scenarios draw log-normal latencies (median 80 ms) and make the canary slower
 everywhere (x1.5) or only in its tail (4 % of its requests 1 s slower). Every run feeds the same request stream to:
 
-* ours: ``sophia.engine.sequential`` evaluated after *every* request (continuous monitoring), on errors or on
-  requests slower than stable's p95 bucket bound (taken from a stable warm-up histogram before the canary starts);
+* ours: the engine's own designs (``sophia.engine.analysis.designs`` of an ``AnalysisPolicy``: a primary design
+  for the minimum effect and a severe one, sharing the false-positive rate) run by ``sophia.engine.sequential``
+  after *every* request (continuous monitoring), on errors or on requests slower than stable's p95 bucket bound
+  (taken from a stable warm-up histogram before the canary starts);
 * flagger: 60 s checks of the canary's own success rate (or p99 latency) against a threshold, roll back after 5
   cumulative failed checks, promote after 10 checks;
 * fixed: a Kayenta-like judge that waits for a fixed number of requests, then runs a one-sided two-proportion
   z-test (errors) or Mann-Whitney U test (latency) at the same alpha, with the window sized for 80 % power.
-  "design" windows are sized for the minimum effect ours is tuned for (1 % -> 3 %); "oracle" windows for the
+  "design" windows are sized for the minimum effect ours is tuned for (1 % -> 2 % by default); "oracle" windows for the
   scenario's true effect, which no real judge knows in advance.
 
 Requests to a decision count every request through the service (both tracks). On bad scenarios the median and p95
@@ -32,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from sophia.config import AnalysisPolicy
+from sophia.engine.analysis import designs
 from sophia.engine.model import TrackSample
 from sophia.engine.sequential import Counts, Decision, Design, latency_threshold, sequential_test, slow_counts
 
@@ -165,7 +169,9 @@ class FlaggerRule:
 
 @dataclass(frozen=True)
 class Setup:
-    design: Design
+    design: Design  # the primary design: the only one that may pass a canary
+    severe: Design  # fails large regressions sooner
+    false_positive_rate: float  # what the fixed-horizon judges are given too
     weight: float
     rps: float
     max_requests: int
@@ -256,7 +262,9 @@ class Run:
         return track, is_bad, value
 
     def judge_ours(self, i: int, counts: Counts) -> None:
-        verdict = sequential_test(counts, self.setup.design, "slow requests" if self.latency else "errors")
+        subject = "slow requests" if self.latency else "errors"
+        severe = sequential_test(counts, self.setup.severe, subject)
+        verdict = severe if severe.decision is Decision.FAIL else sequential_test(counts, self.setup.design, subject)
         if verdict.decision is Decision.CONTINUE:
             return
         self.results["ours"] = (verdict.decision, i)
@@ -277,7 +285,7 @@ class Run:
                     self.results[rule.name] = (decision, i)
 
     def judge_fixed(self, i: int, counts: Counts) -> None:
-        alpha = self.setup.design.alpha
+        alpha = self.setup.false_positive_rate
         for name, horizon in self.horizons.items():
             if i == horizon:
                 fails = (
@@ -359,11 +367,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-seeds", type=int, default=150, help="runs per latency scenario")
     parser.add_argument("--rps", type=float, default=10.0, help="requests per second through the service")
     parser.add_argument("--weight", type=float, default=0.1, help="canary share of the traffic")
-    parser.add_argument("--alpha", type=float, default=0.01)
-    parser.add_argument("--beta", type=float, default=0.2)
-    parser.add_argument("--relative-effect", type=float, default=3.0)
-    parser.add_argument("--absolute-effect", type=float, default=0.01)
-    parser.add_argument("--min-requests", type=int, default=50)
+    defaults = AnalysisPolicy()
+    parser.add_argument("--alpha", type=float, default=defaults.false_positive_rate, help="the false-positive rate")
+    parser.add_argument("--beta", type=float, default=defaults.missed_regression_rate)
+    parser.add_argument("--relative-effect", type=float, default=defaults.relative_effect)
+    parser.add_argument("--absolute-effect", type=float, default=defaults.absolute_effect)
+    parser.add_argument("--severe-effect", type=float, default=defaults.severe_effect)
+    parser.add_argument("--min-requests", type=int, default=defaults.min_requests)
     parser.add_argument("--max-requests", type=int, default=20_000, help="ours gives up (undecided) after this")
     parser.add_argument("--window-s", type=float, default=60.0, help="flagger check interval")
     parser.add_argument("--flagger-threshold", type=int, default=5, help="failed checks before a rollback")
@@ -375,7 +385,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
-    design = Design(args.alpha, args.beta, args.relative_effect, args.absolute_effect, args.min_requests)
+    policy = AnalysisPolicy(
+        false_positive_rate=args.alpha, missed_regression_rate=args.beta, relative_effect=args.relative_effect,
+        absolute_effect=args.absolute_effect, severe_effect=args.severe_effect, min_requests=args.min_requests,
+    )  # fmt: skip
+    design, severe = designs(policy)
     base, bad_rate = 0.01, 0.05
     minimum = max(base * design.relative_effect, base + design.absolute_effect)
     power = 0.8
@@ -386,7 +400,7 @@ def main() -> None:
     shift_n = fixed_horizon_ranks(mann_whitney_theta(shift), args.weight, args.alpha, power)
     tail_n = fixed_horizon_ranks(mann_whitney_theta(tail), args.weight, args.alpha, power)
     common = Setup(
-        design, args.weight, args.rps, args.max_requests, args.window_s, args.flagger_threshold,
+        design, severe, args.alpha, args.weight, args.rps, args.max_requests, args.window_s, args.flagger_threshold,
         args.flagger_iterations, flagger_limits=(), horizons=(),
     )  # fmt: skip
     error_setup = replace(
@@ -400,7 +414,9 @@ def main() -> None:
         horizons=((f"fixed MW shift n={shift_n}", shift_n), (f"fixed MW tail n={tail_n}", tail_n)),
     )
     print(
-        f"design: alpha={design.alpha:g} beta={design.beta:g} relative_effect={design.relative_effect:g} "
+        f"design: false-positive rate {args.alpha:g} split between a primary design (alpha={design.alpha:g} "
+        f"beta={design.beta:g} relative_effect={design.relative_effect:g}) and a severe one "
+        f"(relative_effect={severe.relative_effect:g}); "
         f"absolute_effect={design.absolute_effect:g} min_requests={design.min_requests}; "
         f"traffic {args.rps:g} rps, canary weight {args.weight:g}; "
         f"{args.seeds} runs per error scenario, {args.latency_seeds} per latency scenario"

@@ -104,7 +104,7 @@ class AnalysisPolicy(_Model):
     # catches a broken canary within a handful of requests.
     false_positive_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
     missed_regression_rate: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
-    relative_effect: Annotated[float, Field(gt=1)] = 3.0
+    relative_effect: Annotated[float, Field(gt=1)] = 2.0
     absolute_effect: Annotated[float, Field(ge=0, lt=1)] = 0.01
     severe_effect: Annotated[float, Field(gt=1)] = 30.0
     max_step_extension: Annotated[float, Field(ge=1)] = 2.0
