@@ -26,24 +26,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import psutil
 
-SERVICES = [
-    "mcp-research",
-    "mcp-context",
-    "mcp-agents",
-    "mcp-business",
-    "comms-mcp",
-    "crm-mcp",
-    "analytics-mcp",
-    "sophia-dashboard",
-    "sophia-business",
-    "sophia-hubspot",
-    "sophia-github",
-    "sophia-lambda",
-]
+from sophia.config import load_config
+
+SERVICES = load_config(Path(__file__).resolve().parent.parent / "sophia.yaml", env={}).service_names
 
 UPSTREAM_APP = """
 import sys, uvicorn

@@ -239,7 +239,7 @@ class NotifyConfig(_Model):
 class Settings(_Model):
     """The whole configuration as written in ``sophia.yaml`` (before the active profile is chosen)."""
 
-    platform: Literal["local", "kubernetes"] = "local"
+    platform: Literal["local"] = "local"  # where services run; the Kubernetes + Istio platform is not built yet
     profile: str = "production"
     release: ReleaseConfig = ReleaseConfig()
     services: list[ServiceSpec] = Field(min_length=1)

@@ -21,7 +21,6 @@ from sophia.engine.sequential import (
     sequential_test,
     slow_counts,
     slow_fraction,
-    slow_request_test,
 )
 
 PASS, FAIL, CONTINUE = Decision.PASS, Decision.FAIL, Decision.CONTINUE
@@ -109,9 +108,9 @@ def test_no_data_is_never_a_pass_whatever_the_design() -> None:
             assert error_rate_test(counts, min_requests=min_requests).decision is CONTINUE
 
 
-def test_slow_request_test_is_the_same_machinery() -> None:
+def test_slow_requests_use_the_same_machinery() -> None:
     counts = Counts(200, 10, 1800, 18)
-    verdict = slow_request_test(counts)
+    verdict = sequential_test(counts, Design(relative_effect=3.0), "slow requests")
     assert verdict.decision is FAIL
     assert verdict.statistic == error_rate_test(counts).statistic
     assert "canary slow requests 10/200" in verdict.reason

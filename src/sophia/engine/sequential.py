@@ -191,23 +191,9 @@ def error_rate_test(
     absolute_effect: float = 0.01,
     min_requests: int = 50,
 ) -> SequentialVerdict:
-    """The sequential test on error counts (``counts`` from :func:`error_counts`)."""
+    """The sequential test on error counts (``counts`` from :func:`error_counts`) with a design spelled out."""
     design = Design(alpha, beta, relative_effect, absolute_effect, min_requests)
     return sequential_test(counts, design, "errors")
-
-
-def slow_request_test(
-    counts: Counts,
-    *,
-    alpha: float = 0.01,
-    beta: float = 0.2,
-    relative_effect: float = 3.0,
-    absolute_effect: float = 0.01,
-    min_requests: int = 50,
-) -> SequentialVerdict:
-    """The same test on slow-request counts (``counts`` from :func:`slow_counts`)."""
-    design = Design(alpha, beta, relative_effect, absolute_effect, min_requests)
-    return sequential_test(counts, design, "slow requests")
 
 
 def error_counts(canary: TrackSample, stable: TrackSample) -> Counts:
