@@ -127,8 +127,10 @@ def test_a_crash_inside_any_stage_is_recovered_by_resume(cli: Cli, stage: str) -
     assert stage_status(cli, run_id, stage) == "running"
 
     # The run is still the environment's active run: another deploy is refused, naming it and the way out.
+    reports_before = cli.runs()
     refused = cli("deploy", "--version", "v9.9.9", "--skip", "lint-test")
     assert refused.returncode == 2
+    assert cli.runs() == reports_before  # refused at the door: no run, no report
     assert run_id in refused.stderr
     assert f"sophia resume {run_id}" in refused.stderr
 

@@ -48,11 +48,12 @@ def held(exc: LeaseHeldError) -> NoReturn:
 
 
 async def act(runtime: wiring.Runtime, ctx: RunContext, work: Callable[[], Awaitable[T]]) -> T:
-    """``work`` under the run's lease; the report is written whatever happens."""
+    """``work`` under the run's lease; once the lease was ours, the report is written whatever happens."""
     try:
         return await drive(ctx, runtime.session(), work)
     finally:
-        run.write(ctx)
+        if ctx.lease is not None:  # refused at the door (another run has the environment): nothing to report
+            run.write(ctx)
 
 
 def execute(

@@ -51,6 +51,7 @@ def list_runs(ctx: typer.Context, as_json: JsonOption = False, limit: int = 20) 
         typer.echo(json.dumps({"runs": rows}, indent=2))
         return
     table = Table("run", "version", "phase", "outcome", "started", "by")
+    table.columns[0].no_wrap = True
     for row in rows:
         table.add_row(*(str(row[k] or "—") for k in ("run_id", "version", "phase", "outcome", "created_at", "actor")))
     console.print(table)
