@@ -208,3 +208,23 @@ async def test_metrics_parse_into_track_samples(router: RouterProcess) -> None:
         assert counts == sorted(counts)  # cumulative
         assert counts[-1] == sample.requests
     assert samples[("sophia-lambda", Track.CANARY)] == TrackSample()
+
+
+async def test_changes_from_a_holder_that_lost_its_lease_are_refused(router: RouterProcess) -> None:
+    """Fencing: once a change stamped with generation 7 arrived, one stamped 6 is refused and changes nothing."""
+    new_owner, old_owner = RouterClient(router.admin_url), RouterClient(router.admin_url)
+    new_owner.fence, old_owner.fence = 7, 6
+    try:
+        await new_owner.set_weights({"crm-mcp": 0})
+        before = routes(router)
+        with pytest.raises(RouterError) as refused:
+            await old_owner.set_weights({"crm-mcp": 50})
+        assert refused.value.status == 409
+        assert "stale fence 6 < 7" in str(refused.value)
+        with pytest.raises(RouterError, match="stale fence"):
+            await old_owner.put_route("crm-mcp", Upstream("http://127.0.0.1:1", "v6"), None, 0)
+        assert routes(router) == before
+        await new_owner.set_weights({"crm-mcp": 0})  # the current holder goes on
+    finally:
+        await new_owner.aclose()
+        await old_owner.aclose()

@@ -60,6 +60,11 @@ class Platform(Protocol):
         """Stop the canary workloads (after ``rollback`` has moved their traffic away)."""
         ...
 
+    def fence(self, token: int) -> None:
+        """Stamp every later change with ``token`` (the run's lease generation); the platform refuses changes
+        stamped with an older token, so a process that lost its lease cannot move traffic any more."""
+        ...
+
 
 class HealthProbe(Protocol):
     async def probe(self, url: str, timeout_s: float) -> ProbeResult: ...

@@ -42,6 +42,7 @@ async def drive(ctx: RunContext, policy: SessionPolicy, work: Callable[[], Await
     store, clock = ctx.ports.store, ctx.clock
     lease = await store.acquire(policy.environment, ctx.record.run_id, policy.holder, policy.ttl_s)
     ctx.lease = lease
+    ctx.ports.platform.fence(lease.generation)
     task = asyncio.current_task()
     assert task is not None
 

@@ -32,11 +32,20 @@ class MemoryPlatform:
         self.fail_on = set(fail_on or ())
         self.crashed: set[tuple[str, str]] = set()  # (service, "stable"|"canary") whose workload has exited
         self.calls: list[str] = []
+        self.highest_fence = 0
+        self._token: int | None = None
+
+    def fence(self, token: int) -> None:
+        self._token = token
 
     def _enter(self, operation: str) -> None:
         self.calls.append(operation)
         if operation in self.fail_on:
             raise PlatformError(f"{operation} failed (simulated)")
+        if operation != "inspect" and self._token is not None:
+            if self._token < self.highest_fence:
+                raise PlatformError(f"stale fence {self._token} < {self.highest_fence}: another process has the run")
+            self.highest_fence = self._token
 
     async def inspect(self) -> list[ServiceStatus]:
         self._enter("inspect")

@@ -69,6 +69,9 @@ class LocalPlatform:
 
     # -- Platform protocol ------------------------------------------------------------------------------------
 
+    def fence(self, token: int) -> None:
+        self.router.fence = token
+
     async def inspect(self) -> list[ServiceStatus]:
         state = self.load()
         try:

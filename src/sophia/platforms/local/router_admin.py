@@ -99,8 +99,33 @@ def _timed(response: JSONResponse, started: float) -> JSONResponse:
     return response
 
 
+FENCE_HEADER = "x-sophia-fence"
+
+
+class _Fence:
+    """The highest fencing token seen on a change; a change carrying a lower one comes from a holder that lost its
+    lease (the engine stamps every change with its lease's generation), and is refused with 409."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+
+    def admit(self, request: Request) -> JSONResponse | None:
+        raw = request.headers.get(FENCE_HEADER)
+        if raw is None:
+            return None  # an unfenced change (e.g. `sophia local up`), as before fencing existed
+        try:
+            token = int(raw)
+        except ValueError:
+            return _error(422, f"{FENCE_HEADER} must be an integer, not {raw!r}")
+        if token < self.highest:
+            return _error(409, f"stale fence {token} < {self.highest}: another process has taken this run over")
+        self.highest = token
+        return None
+
+
 def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
     """The admin ASGI app over ``table`` and ``telemetry``."""
+    fence = _Fence()
 
     def all_routes() -> dict[str, Any]:
         return {"routes": {service: route_json(table, service) for service in table}}
@@ -116,6 +141,8 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
             payload = await _json_body(request)
             started = time.perf_counter()
             body = _RouteBody.model_validate(payload)
+            if refused := fence.admit(request):
+                return refused
             route = Route(
                 stable=_upstream(body.stable), canary=_upstream(body.canary), canary_weight=body.canary_weight
             )
@@ -133,7 +160,10 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
             started = time.perf_counter()
             if not isinstance(payload, dict):
                 raise RouteError("body must be a JSON object of service → canary weight")
-            table.set_weights(payload)
+            checked = table.check_weights(payload)
+            if refused := fence.admit(request):
+                return refused
+            table.set_weights(checked)
         except RouteError as exc:
             return _error(422, str(exc))
         log.info("canary weights: %s", payload)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from sophia.engine.model import Track, TrackSample
+from sophia.platforms.local.router_admin import FENCE_HEADER
 from sophia.platforms.local.router_table import Upstream
 
 __all__ = ["RouterClient", "RouterError", "ServiceRoute", "Upstream"]
@@ -72,6 +73,7 @@ class RouterClient:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.fence: int | None = None  # stamped on every change: the router refuses ones older than it has seen
 
     async def routes(self) -> dict[str, ServiceRoute]:
         """Every service's current route."""
@@ -144,11 +146,12 @@ class RouterClient:
 
     async def _request(self, method: str, path: str, body: object = None) -> httpx.Response:
         what = f"{method} {path}"
+        headers = {FENCE_HEADER: str(self.fence)} if self.fence is not None and method != "GET" else None
         try:
             if body is None:
-                response = await self._client().request(method, self.admin_url + path)
+                response = await self._client().request(method, self.admin_url + path, headers=headers)
             else:
-                response = await self._client().request(method, self.admin_url + path, json=body)
+                response = await self._client().request(method, self.admin_url + path, json=body, headers=headers)
         except httpx.TimeoutException:
             raise RouterError(f"router at {self.admin_url} did not answer {what} within {self.timeout_s:g} s") from None
         except httpx.HTTPError as exc:

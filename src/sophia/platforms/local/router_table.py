@@ -107,8 +107,8 @@ class RouteTable:
         self._known(service)
         self._entries[service] = _Entry(route)
 
-    def set_weights(self, weights: Mapping[str, object]) -> None:
-        """Set many canary weights at once: all are checked first, then all applied, or none on any error."""
+    def check_weights(self, weights: Mapping[str, object]) -> dict[str, int]:
+        """The weights as integers, or :class:`RouteError` naming the first unknown service or bad value."""
         unknown = sorted(s for s in weights if s not in self._ports)
         if unknown:
             raise UnknownServiceError(f"unknown service(s): {', '.join(unknown)} (known: {', '.join(self._ports)})")
@@ -118,7 +118,11 @@ class RouteTable:
                 checked[service] = check_weight(weight)
             except RouteError as exc:
                 raise RouteError(f"{service}: {exc}") from None
-        for service, weight in checked.items():
+        return checked
+
+    def set_weights(self, weights: Mapping[str, object]) -> None:
+        """Set many canary weights at once: all are checked first, then all applied, or none on any error."""
+        for service, weight in self.check_weights(weights).items():
             current = self._entries[service].route
             if current.canary_weight != weight:
                 self._entries[service] = _Entry(replace(current, canary_weight=weight))
