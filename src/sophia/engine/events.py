@@ -51,9 +51,6 @@ class EventBus:
         self._sinks: list[EventSink] = list(sinks)
         self.sink_errors: list[str] = []
 
-    def subscribe(self, sink: EventSink) -> None:
-        self._sinks.append(sink)
-
     def emit(self, event: Event) -> None:
         for sink in self._sinks:
             try:
