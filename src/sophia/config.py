@@ -110,12 +110,58 @@ class AnalysisPolicy(_Model):
     max_step_extension: Annotated[float, Field(ge=1)] = 2.0
 
 
+class RequestSpec(_Model):
+    """One kind of request the load generator sends, and how often relative to the others."""
+
+    method: Literal["GET", "POST", "PUT", "DELETE"] = "GET"
+    path: Annotated[str, Field(pattern=r"^/")]
+    body: dict[str, Any] | None = None
+    weight: Annotated[int, Field(ge=1)] = 1
+
+
+def _default_mix() -> dict[ServiceKind, list[RequestSpec]]:
+    """What real callers of each kind of service do, in proportion."""
+    version = RequestSpec(path="/version", weight=3)
+    return {
+        "generic": [
+            RequestSpec(method="POST", path="/api/invoke", body={"tool": "summarise", "arguments": {"text": "q3"}},
+                        weight=6),
+            RequestSpec(path="/api/info", weight=3),
+            RequestSpec(path="/version", weight=1),
+        ],
+        "comms": [
+            RequestSpec(method="POST", path="/slack/post", weight=7,
+                        body={"channel": "#sophia-loadgen", "message": "load test", "username": "sophia-loadgen"}),
+            version,
+        ],
+        "crm": [
+            RequestSpec(method="POST", path="/tasks/create", weight=7,
+                        body={"subject": "Follow up", "description": "load test", "priority": "LOW",
+                              "assignee": "loadgen@sophia.ai"}),
+            version,
+        ],
+        "analytics": [
+            RequestSpec(method="POST", path="/query/neon", body={"query": "SELECT 1 AS ok"}, weight=7),
+            version,
+        ],
+    }  # fmt: skip
+
+
 class TrafficPolicy(_Model):
-    """The built-in load generator that drives every router while the canary is analysed."""
+    """The built-in load generator that drives every router while the canary is analysed and baked.
+
+    It runs for as long as a canary step (``analysis.step_duration_s``) or the bake (``rollout.bake_s``) lasts.
+    """
 
     enabled: bool = True
     rps_per_service: Annotated[float, Field(gt=0, le=1000)] = 5.0
     timeout_s: Seconds = 10.0
+    mix: dict[ServiceKind, list[RequestSpec]] = Field(default_factory=_default_mix)
+
+    @field_validator("mix")
+    @classmethod
+    def _every_kind(cls, mix: dict[ServiceKind, list[RequestSpec]]) -> dict[ServiceKind, list[RequestSpec]]:
+        return {**_default_mix(), **{kind: specs for kind, specs in mix.items() if specs}}
 
 
 class SyntheticsPolicy(_Model):

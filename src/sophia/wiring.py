@@ -19,7 +19,7 @@ from sophia.checks.metrics import ExpositionMetrics
 from sophia.checks.probe import HttpProbe
 from sophia.checks.prometheus import PrometheusMetrics
 from sophia.checks.synthetics import SyntheticSuite
-from sophia.checks.traffic import LoadGenerator
+from sophia.checks.traffic import LoadGenerator, Mix, RequestTemplate
 from sophia.config import Settings
 from sophia.db.audit_trail import PostgresAuditTrail, ensure_audit_schema
 from sophia.engine.clock import Clock, SystemClock
@@ -80,6 +80,13 @@ def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
     return create_migrator(settings, database_url=url, clock=clock, directory=settings.migrations_dir)
 
 
+def load_mix(settings: Settings) -> Mix:
+    return {
+        kind: [RequestTemplate(s.method, s.path, s.body, s.weight) for s in specs]
+        for kind, specs in settings.policy.traffic.mix.items()
+    }
+
+
 def parse_faults(settings: Settings, texts: list[str]) -> tuple[Fault, ...]:
     return tuple(Fault.parse(text, settings.service_names) for text in texts)
 
@@ -117,7 +124,7 @@ class Runtime:
             commands=SubprocessRunner(settings.source_dir),
             health=HttpProbe(),
             metrics=metrics_source(settings, platform),
-            traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s),
+            traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s, load_mix(settings)),
             migrator=migrator(settings, self.database_url, clock),
             synthetics=SyntheticSuite(self.database_url),
             notifications=create_dispatcher(settings.notify, clock),

@@ -42,7 +42,11 @@ def test_a_release_is_promoted_through_the_seven_stages(cli: Cli) -> None:
     assert all(c["ok"] for c in checks.values())
     assert "written by v1.1.0" in checks["slack-post"]["detail"]
     assert "written by v1.1.0" in checks["crm-task"]["detail"]
-    assert (cli.state_dir / "runs" / "latest" / "report.md").read_text().startswith("# Release v1.1.0 — promoted")
+    assert set(report["traffic"]) == {s["name"] for s in report["services"]}
+    assert all(counts["sent"] > 0 for counts in report["traffic"].values())
+    markdown = (cli.state_dir / "runs" / "latest" / "report.md").read_text()
+    assert markdown.startswith("# Release v1.1.0 — promoted")
+    assert "## Load generator" in markdown
     assert "Release v1.1.0" in result.stdout
     stable_everywhere(cli, "v1.1.0")
 

@@ -52,6 +52,11 @@ class Request:
         return json.loads(self.body)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (a killed load generator, a timeout) is normal here, not news."""
+
+
 class HttpReceiver:
     def __init__(self, default: Reply | None = None) -> None:
         self.default = default or Reply()
@@ -59,7 +64,7 @@ class HttpReceiver:
         self._requests: list[Request] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(

@@ -22,6 +22,7 @@ from sophia.engine.model import (
     SyntheticResult,
     Track,
     TrackSample,
+    TrafficTally,
     TrafficTarget,
 )
 from sophia.engine.ports import MigrationError
@@ -73,9 +74,13 @@ class SimulatedMetrics:
 
 
 class NoTraffic:
+    """A load generator that sends nothing and says so: a tally of zeros per target."""
+
     @contextlib.asynccontextmanager
-    async def run(self, targets: Sequence[TrafficTarget]) -> AsyncIterator[None]:
-        yield
+    async def run(self, targets: Sequence[TrafficTarget]) -> AsyncIterator[TrafficTally]:
+        tally = TrafficTally()
+        yield tally
+        tally.services.update({t.service: {"sent": 0, "answered": 0, "errors": 0, "dropped": 0} for t in targets})
 
 
 @dataclass

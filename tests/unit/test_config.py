@@ -93,3 +93,20 @@ def test_good_versions(version: str) -> None:
 def test_malformed_versions(version: str) -> None:
     with pytest.raises(ConfigError, match="malformed version"):
         check_version(version)
+
+
+def test_the_load_generators_mix_is_configurable_per_kind(repo_root: Path) -> None:
+    custom = {"comms": [{"method": "POST", "path": "/slack/post", "body": {"channel": "#x"}, "weight": 2}], "crm": []}
+    settings = load_config(
+        repo_root / "sophia.yaml", env={}, overrides={"profiles": {"local": {"traffic": {"mix": custom}}}}
+    )
+    mix = settings.profiles["local"].traffic.mix
+    assert [(s.method, s.path, s.weight) for s in mix["comms"]] == [("POST", "/slack/post", 2)]
+    assert [s.path for s in mix["crm"]] == ["/tasks/create", "/version"]  # an empty list keeps the default
+    assert set(mix) == {"generic", "comms", "crm", "analytics"}
+    with pytest.raises(ConfigError, match="path"):
+        load_config(
+            repo_root / "sophia.yaml",
+            env={},
+            overrides={"profiles": {"local": {"traffic": {"mix": {"crm": [{"path": "no-slash"}]}}}}},
+        )

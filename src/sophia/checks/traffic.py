@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from sophia.engine.clock import Clock, SystemClock
-from sophia.engine.model import TrafficTarget
+from sophia.engine.model import TrafficTally, TrafficTarget
 
 LOAD_HEADERS = {"x-sophia-source": "loadgen", "user-agent": "sophia-loadgen"}
 
@@ -40,36 +40,7 @@ class RequestTemplate:
     weight: int = 1
 
 
-# What real callers of each kind of service do, in proportion.
-MIX: dict[str, tuple[RequestTemplate, ...]] = {
-    "generic": (
-        RequestTemplate("POST", "/api/invoke", {"tool": "summarise", "arguments": {"text": "quarterly pipeline"}}, 6),
-        RequestTemplate("GET", "/api/info", None, 3),
-        RequestTemplate("GET", "/version", None, 1),
-    ),
-    "comms": (
-        RequestTemplate(
-            "POST",
-            "/slack/post",
-            {"channel": "#sophia-loadgen", "message": "load test", "username": "sophia-loadgen"},
-            7,
-        ),
-        RequestTemplate("GET", "/version", None, 3),
-    ),
-    "crm": (
-        RequestTemplate(
-            "POST",
-            "/tasks/create",
-            {"subject": "Follow up", "description": "load test", "priority": "LOW", "assignee": "loadgen@sophia.ai"},
-            7,
-        ),
-        RequestTemplate("GET", "/version", None, 3),
-    ),
-    "analytics": (
-        RequestTemplate("POST", "/query/neon", {"query": "SELECT 1 AS ok"}, 7),
-        RequestTemplate("GET", "/version", None, 3),
-    ),
-}
+Mix = dict[str, list[RequestTemplate]]
 
 
 @dataclass
@@ -83,8 +54,9 @@ class TrafficStats:
 class TrafficDriver:
     """Paces requests to each target at ``rps`` through the injected clock."""
 
-    def __init__(self, clock: Clock, rps: float, *, max_in_flight: int = 64, seed: int | None = None) -> None:
+    def __init__(self, clock: Clock, rps: float, mix: Mix, *, max_in_flight: int = 64, seed: int | None = None) -> None:
         self._clock = clock
+        self._mix = mix
         self._interval = 1.0 / rps
         self._max_in_flight = max_in_flight
         self._random = random.Random(seed)
@@ -95,7 +67,7 @@ class TrafficDriver:
 
     async def _drive_one(self, session: aiohttp.ClientSession, target: TrafficTarget) -> None:
         stats = self.stats.setdefault(target.service, TrafficStats())
-        templates = MIX.get(target.kind, MIX["generic"])
+        templates = self._mix.get(target.kind) or self._mix["generic"]
         weights = [t.weight for t in templates]
         in_flight: set[asyncio.Task[None]] = set()
         # Spread services over the first interval so they don't all fire at the same instant.
@@ -134,15 +106,21 @@ async def _send(session: aiohttp.ClientSession, base: str, template: RequestTemp
 class LoadGenerator:
     """The TrafficGenerator port: runs the driver in a child process for as long as the context is open."""
 
-    def __init__(self, rps_per_service: float, timeout_s: float, *, start_timeout_s: float = 15.0) -> None:
+    def __init__(self, rps_per_service: float, timeout_s: float, mix: Mix, *, start_timeout_s: float = 15.0) -> None:
         self._rps = rps_per_service
         self._timeout = timeout_s
+        self._mix = mix
         self._start_timeout = start_timeout_s
-        self.stats: dict[str, dict[str, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def run(self, targets: Sequence[TrafficTarget]) -> AsyncIterator[None]:
-        spec = {"rps": self._rps, "timeout_s": self._timeout, "targets": [asdict(t) for t in targets]}
+    async def run(self, targets: Sequence[TrafficTarget]) -> AsyncIterator[TrafficTally]:
+        spec = {
+            "rps": self._rps,
+            "timeout_s": self._timeout,
+            "targets": [asdict(t) for t in targets],
+            "mix": {kind: [asdict(t) for t in templates] for kind, templates in self._mix.items()},
+        }
+        tally = TrafficTally()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -161,7 +139,7 @@ class LoadGenerator:
                 ready = await proc.stdout.readline()
             if ready.strip() != b"ready":
                 raise RuntimeError("load generator did not start")
-            yield
+            yield tally
         finally:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -169,7 +147,7 @@ class LoadGenerator:
             with contextlib.suppress(TimeoutError, ValueError):
                 async with asyncio.timeout(5):
                     line = await proc.stdout.readline()
-                    self.stats = json.loads(line) if line.strip() else {}
+                    tally.services.update(json.loads(line) if line.strip() else {})
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -178,7 +156,8 @@ class LoadGenerator:
 
 async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
     targets = [TrafficTarget(**t) for t in spec["targets"]]
-    driver = TrafficDriver(SystemClock(), float(spec["rps"]))
+    mix = {kind: [RequestTemplate(**t) for t in templates] for kind, templates in spec["mix"].items()}
+    driver = TrafficDriver(SystemClock(), float(spec["rps"]), mix)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

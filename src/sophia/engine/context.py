@@ -17,7 +17,7 @@ from sophia.config import Profile, Settings
 from sophia.engine.clock import Clock
 from sophia.engine.dispatch import NotificationDispatcher
 from sophia.engine.events import Event, EventBus, EventKind
-from sophia.engine.model import Artifact, Fault, Notification, ServiceStatus, TrafficTarget
+from sophia.engine.model import Artifact, Fault, Notification, ServiceStatus, TrafficTally, TrafficTarget
 from sophia.engine.ports import (
     AuditTrail,
     Builder,
@@ -174,9 +174,17 @@ class RunContext:
         kinds = {s.name: s.kind for s in self.settings.services}
         targets = [TrafficTarget(s.name, kinds[s.name], s.url) for s in services]
         stack = contextlib.AsyncExitStack()
-        await stack.enter_async_context(self.ports.traffic.run(targets))
+        tally = await stack.enter_async_context(self.ports.traffic.run(targets))
+        stack.callback(self._count_traffic, tally)
         self._traffic = stack
         await self.log(EventKind.NOTE, f"load generator on: {self.policy.traffic.rps_per_service:g} req/s per service")
+
+    def _count_traffic(self, tally: TrafficTally) -> None:
+        """Add what the load generator sent to the record (labelled traffic, told apart from users' in reports)."""
+        for service, counts in tally.services.items():
+            totals = self.record.traffic.setdefault(service, {})
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
 
     async def stop_traffic(self) -> None:
         if self._traffic is not None:

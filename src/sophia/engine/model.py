@@ -164,6 +164,13 @@ class TrafficTarget:
     url: str
 
 
+@dataclass
+class TrafficTally:
+    """What the load generator sent while it ran, per service (filled in when it stops)."""
+
+    services: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Notification:
     """One message about a run, sent to every configured channel."""

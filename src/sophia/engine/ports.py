@@ -21,6 +21,7 @@ from sophia.engine.model import (
     SyntheticResult,
     Track,
     TrackSample,
+    TrafficTally,
     TrafficTarget,
 )
 
@@ -77,8 +78,9 @@ class MetricsSource(Protocol):
 
 
 class TrafficGenerator(Protocol):
-    def run(self, targets: Sequence[TrafficTarget]) -> AbstractAsyncContextManager[None]:
-        """Drive steady representative traffic through every target while the context is open."""
+    def run(self, targets: Sequence[TrafficTarget]) -> AbstractAsyncContextManager[TrafficTally]:
+        """Drive steady representative traffic through every target while the context is open; the tally it
+        yields is complete once the context has closed."""
         ...
 
 

@@ -145,6 +145,7 @@ class RunRecord:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)  # the canary weights last committed, per service
     notes: list[str] = field(default_factory=list)  # things that went wrong without failing the run
+    traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # the load generator's requests, per service
 
     def stage(self, name: str) -> StageRecord:
         for record in self.stages:
@@ -179,6 +180,7 @@ class RunRecord:
             "notifications": self.notifications,
             "weights": self.weights,
             "notes": self.notes,
+            "traffic": self.traffic,
         }
 
     @classmethod
@@ -204,4 +206,5 @@ class RunRecord:
             notifications=list(raw.get("notifications") or []),
             weights=dict(raw.get("weights") or {}),
             notes=list(raw.get("notes") or []),
+            traffic=dict(raw.get("traffic") or {}),
         )

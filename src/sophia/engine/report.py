@@ -23,47 +23,88 @@ def report_dict(record: RunRecord) -> dict[str, Any]:
 
 
 def render_markdown(record: RunRecord) -> str:
+    sections = (_summary, _stages, _rollback, _services, _traffic, _notes, _notifications)
+    return "\n".join(line for section in sections for line in section(record)) + "\n"
+
+
+def _summary(record: RunRecord) -> list[str]:
     outcome = record.outcome.value if record.outcome else record.phase.value
+    finished = f", finished {record.finished_at.isoformat()}" if record.finished_at else ""
     lines = [
         f"# Release {record.version} — {outcome}",
         "",
         f"- run: `{record.run_id}` on platform `{record.platform}` (profile `{record.profile}`), by {record.actor}",
-        f"- started {record.created_at.isoformat()}"
-        + (f", finished {record.finished_at.isoformat()}" if record.finished_at else ""),
+        f"- started {record.created_at.isoformat()}{finished}",
     ]
     if record.faults:
         lines.append(f"- injected faults: {', '.join(f'`{f}`' for f in record.faults)}")
     if record.artifact:
         hit = "cache hit" if record.artifact.get("cache_hit") else "fresh build"
-        lines.append(
-            f"- artifact: `{Path(record.artifact['path']).name}` ({hit}, git `{record.artifact['git_sha'][:10]}`)"
-        )
-    lines += ["", "| # | stage | status | duration | budget | detail |", "|---|---|---|---|---|---|"]
+        wheel, sha = Path(record.artifact["path"]).name, record.artifact["git_sha"][:10]
+        lines.append(f"- artifact: `{wheel}` ({hit}, git `{sha}`)")
+    return lines
+
+
+def _stages(record: RunRecord) -> list[str]:
+    lines = ["", "| # | stage | status | duration | budget | detail |", "|---|---|---|---|---|---|"]
     for i, stage in enumerate(record.stages, 1):
         duration = f"{stage.duration_s:.2f}s" if stage.duration_s is not None else "—"
         budget = f"{stage.budget_s:g}s" if stage.budget_s is not None else "—"
         detail = stage.detail.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {i} | {stage.name} | {_MARK[stage.status]} | {duration} | {budget} | {detail} |")
-    if record.rollback:
-        rb = record.rollback
-        lines += ["", "## Rollback", "", f"- reason: {rb.reason}", f"- triggered at {rb.triggered_at.isoformat()}"]
-        if rb.detected_at:
-            lines.append(f"- first failing observation at {rb.detected_at.isoformat()}")
-        if rb.completed_at:
-            lines.append(f"- traffic back on stable at {rb.completed_at.isoformat()} ({rb.duration_s:.3f}s)")
-        if rb.error:
-            lines.append(f"- **rollback failed**: {rb.error}")
-    if record.services:
-        lines += ["", "## Services", "", "| service | version | canary | weight |", "|---|---|---|---|"]
-        for svc in record.services:
-            canary = svc["canary_version"] or "—"
-            lines.append(f"| {svc['name']} | {svc['stable_version']} | {canary} | {svc['canary_weight']} % |")
-    if record.notifications:
-        lines += ["", "## Notifications", ""]
-        for note in record.notifications:
-            state = "delivered" if note.get("delivered") else f"not delivered ({note.get('error')})"
-            lines.append(f"- {note.get('channel')}: {note.get('kind')} — {state}")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _rollback(record: RunRecord) -> list[str]:
+    rb = record.rollback
+    if rb is None:
+        return []
+    lines = ["", "## Rollback", "", f"- reason: {rb.reason}", f"- triggered at {rb.triggered_at.isoformat()}"]
+    if rb.detected_at:
+        lines.append(f"- first failing observation at {rb.detected_at.isoformat()}")
+    if rb.completed_at:
+        lines.append(f"- traffic back on stable at {rb.completed_at.isoformat()} ({rb.duration_s:.3f}s)")
+    if rb.error:
+        lines.append(f"- **rollback failed**: {rb.error}")
+    return lines
+
+
+def _services(record: RunRecord) -> list[str]:
+    if not record.services:
+        return []
+    lines = ["", "## Services", "", "| service | version | canary | weight |", "|---|---|---|---|"]
+    for svc in record.services:
+        canary = svc["canary_version"] or "—"
+        lines.append(f"| {svc['name']} | {svc['stable_version']} | {canary} | {svc['canary_weight']} % |")
+    return lines
+
+
+def _traffic(record: RunRecord) -> list[str]:
+    if not record.traffic:
+        return []
+    sent = sum(c.get("sent", 0) for c in record.traffic.values())
+    errors = sum(c.get("errors", 0) for c in record.traffic.values())
+    return [
+        "",
+        "## Load generator",
+        "",
+        f"{sent} requests to {len(record.traffic)} services ({errors} failed), labelled `x-sophia-source: loadgen` "
+        '(`source_workload="sophia-loadgen"` in the routers\' metrics).',
+    ]
+
+
+def _notes(record: RunRecord) -> list[str]:
+    return ["", "## Notes", "", *(f"- {note}" for note in record.notes)] if record.notes else []
+
+
+def _notifications(record: RunRecord) -> list[str]:
+    if not record.notifications:
+        return []
+    lines = ["", "## Notifications", ""]
+    for note in record.notifications:
+        state = "delivered" if note.get("delivered") else f"not delivered ({note.get('error')})"
+        lines.append(f"- {note.get('channel')}: {note.get('kind')} — {state}")
+    return lines
 
 
 def write_report(record: RunRecord, runs_dir: Path) -> Path:

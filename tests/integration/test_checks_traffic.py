@@ -1,0 +1,88 @@
+"""The load generator: a real child process sending labelled, mixed, open-loop traffic to a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import psutil
+
+from sophia.checks.traffic import LoadGenerator, RequestTemplate
+from sophia.engine.model import TrafficTarget
+from tests.fakes.receivers import Reply, http_receiver
+
+MIX = {
+    "generic": [RequestTemplate("GET", "/api/info", None, 1)],
+    "comms": [
+        RequestTemplate("POST", "/slack/post", {"channel": "#load", "message": "m", "username": "u"}, 3),
+        RequestTemplate("GET", "/version", None, 1),
+    ],
+}
+
+
+async def test_it_sends_the_configured_mix_labelled_at_the_configured_rate() -> None:
+    with http_receiver() as receiver:
+        generator = LoadGenerator(40.0, 5.0, MIX)
+        async with generator.run([TrafficTarget("comms-mcp", "comms", receiver.base_url)]) as tally:
+            await asyncio.sleep(2.0)
+        requests = receiver.requests
+    assert 40 <= len(requests) <= 100  # 40 req/s for ~2 s, with start-up slack either way
+    assert all(r.headers["x-sophia-source"] == "loadgen" for r in requests)
+    paths = [r.path for r in requests]
+    assert set(paths) == {"/slack/post", "/version"}
+    assert paths.count("/slack/post") > paths.count("/version")  # 3 : 1
+    posted = next(r for r in requests if r.path == "/slack/post")
+    assert posted.json == {"channel": "#load", "message": "m", "username": "u"}
+    counts = tally.services["comms-mcp"]
+    assert counts["sent"] >= len(requests)
+    assert counts["errors"] == 0
+
+
+async def test_a_slow_target_does_not_slow_the_load_down() -> None:
+    """Open loop: requests go out on schedule while earlier ones are still waiting for their answers."""
+    with http_receiver(Reply(delay_s=1.0)) as receiver:
+        generator = LoadGenerator(20.0, 5.0, MIX)
+        async with generator.run([TrafficTarget("mcp-research", "generic", receiver.base_url)]):
+            await asyncio.sleep(1.5)
+        received = len(receiver.requests)
+    assert received >= 20  # a closed loop would have sent about 2
+
+
+async def test_errors_are_counted_in_the_tally() -> None:
+    with http_receiver(Reply(status=500)) as receiver:
+        async with LoadGenerator(20.0, 5.0, MIX).run([TrafficTarget("a", "generic", receiver.base_url)]) as tally:
+            await asyncio.sleep(1.0)
+    assert tally.services["a"]["errors"] == tally.services["a"]["answered"] > 0
+
+
+def test_the_load_generator_dies_with_the_engine_that_started_it() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, os, sys
+        from sophia.checks.traffic import LoadGenerator, RequestTemplate
+        from sophia.engine.model import TrafficTarget
+
+        async def main():
+            mix = {"generic": [RequestTemplate("GET", "/", None, 1)]}
+            async with LoadGenerator(5.0, 1.0, mix).run([TrafficTarget("a", "generic", "http://127.0.0.1:9")]):
+                print("running", flush=True)
+                sys.stdin.readline()
+                os._exit(137)  # the engine dies without closing anything
+
+        asyncio.run(main())
+        """
+    )
+    engine = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert engine.stdout is not None
+    assert engine.stdin is not None
+    assert engine.stdout.readline().strip() == "running"
+    children = psutil.Process(engine.pid).children()
+    assert len(children) == 1
+    engine.stdin.write("\n")
+    engine.stdin.flush()
+    engine.wait(timeout=10)
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == [], "the load generator outlived its engine"
+    assert gone
