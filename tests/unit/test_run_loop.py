@@ -135,3 +135,10 @@ async def test_missing_data_is_never_a_pass(repo_root: Path, tmp_path: Path) -> 
     w.ctx.ports.metrics.per_sample = 0  # type: ignore[attr-defined]
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
     assert "inconclusive, no pass on missing data" in w.record.stage("canary-deploy").detail
+
+
+async def test_what_the_load_generator_sent_is_in_the_record(repo_root: Path, tmp_path: Path) -> None:
+    w = await world(repo_root, tmp_path, traffic={"enabled": True})
+    assert await run.execute(w.ctx) is Outcome.PROMOTED
+    assert set(w.record.traffic) == set(w.ctx.services)
+    assert all(counts["sent"] == 0 for counts in w.record.traffic.values())  # the fake sends nothing, and says so

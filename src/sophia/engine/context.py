@@ -77,7 +77,7 @@ class RunContext:
     faults: tuple[Fault, ...] = ()
     lease: Lease | None = None
     stop: Stop | None = None
-    _traffic: contextlib.AsyncExitStack | None = field(default=None, repr=False)
+    _traffic: tuple[contextlib.AsyncExitStack, TrafficTally] | None = field(default=None, repr=False)
 
     @property
     def policy(self) -> Profile:
@@ -175,8 +175,7 @@ class RunContext:
         targets = [TrafficTarget(s.name, kinds[s.name], s.url) for s in services]
         stack = contextlib.AsyncExitStack()
         tally = await stack.enter_async_context(self.ports.traffic.run(targets))
-        stack.callback(self._count_traffic, tally)
-        self._traffic = stack
+        self._traffic = stack, tally
         await self.log(EventKind.NOTE, f"load generator on: {self.policy.traffic.rps_per_service:g} req/s per service")
 
     def _count_traffic(self, tally: TrafficTally) -> None:
@@ -188,8 +187,9 @@ class RunContext:
 
     async def stop_traffic(self) -> None:
         if self._traffic is not None:
-            stack, self._traffic = self._traffic, None
-            await stack.aclose()
+            (stack, tally), self._traffic = self._traffic, None
+            await stack.aclose()  # the tally is complete once the generator has stopped
+            self._count_traffic(tally)
 
     async def set_weights(self, weight: int, *, stage: str | None = None) -> None:
         """Record the intended canary weight (write-ahead), then move the traffic."""
