@@ -95,6 +95,9 @@ class AnalysisPolicy(_Model):
 
     step_duration_s: Seconds = 180.0
     interval_s: Seconds = 10.0
+    # Latency is judged from this long after a step starts: a fresh canary's first requests are slow on their own
+    # (connections to open, code to load). Errors are judged from the first request.
+    warmup_s: Annotated[float, Field(ge=0)] = 30.0
     min_requests: Annotated[int, Field(ge=1)] = 50
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
     max_p95_latency_ms: Seconds = 1000.0
@@ -108,6 +111,12 @@ class AnalysisPolicy(_Model):
     absolute_effect: Annotated[float, Field(ge=0, lt=1)] = 0.01
     severe_effect: Annotated[float, Field(gt=1)] = 30.0
     max_step_extension: Annotated[float, Field(ge=1)] = 2.0
+
+    @model_validator(mode="after")
+    def _warm_before_the_deadline(self) -> AnalysisPolicy:
+        if self.warmup_s >= self.step_duration_s:
+            raise ValueError("warmup_s must be shorter than step_duration_s")
+        return self
 
 
 class RequestSpec(_Model):

@@ -54,14 +54,25 @@ def prepare_slow_stages(cli: Cli, label: str) -> None:
     )
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.01) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.01, why: Callable[[], str] = str
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {why()}")
+
+
+def stages_of(cli: Cli, run_id: str) -> str:
+    """What the run store says about each stage (to explain a wait that timed out)."""
+    with psycopg.connect(cli.database_url()) as conn:
+        row = conn.execute("SELECT record FROM sophia_engine.runs WHERE run_id = %s", (run_id,)).fetchone()
+    if row is None:
+        return "no record"
+    return "; ".join(f"{s['name']} {s['status']} {s['detail'][:200]}" for s in row[0]["stages"])
 
 
 def newest_run(cli: Cli, after: set[str]) -> str | None:
@@ -112,11 +123,13 @@ def test_a_crash_inside_any_stage_is_recovered_by_resume(cli: Cli, stage: str) -
         run_id = wait_for("the run to be recorded", lambda: newest_run(cli, runs))
         if stage == "synthetics":
             # Freeze the analytics canary while migrations run, so the synthetic Neon query hangs.
-            wait_for("migrate-neon", lambda: stage_status(cli, run_id, "migrate-neon") == "running", timeout=120)
+            wait_for("migrate-neon", lambda: stage_status(cli, run_id, "migrate-neon") == "running", timeout=120,
+                     why=lambda: stages_of(cli, run_id))  # fmt: skip
             frozen = canary_pid(cli, "analytics-mcp")
             assert frozen is not None
             os.kill(frozen, signal.SIGSTOP)
-        wait_for(f"{stage} to start", lambda: stage_status(cli, run_id, stage) == "running", timeout=120)
+        wait_for(f"{stage} to start", lambda: stage_status(cli, run_id, stage) == "running", timeout=120,
+                 why=lambda: stages_of(cli, run_id))  # fmt: skip
         deploy.send_signal(signal.SIGKILL)
         deploy.wait(timeout=10)
     finally:

@@ -30,7 +30,7 @@ from tests.fakes.simulation import (
 TINY_PROFILE: dict[str, Any] = {
     "canary": {"steps": [10]},
     "health": {"interval_s": 0.01, "timeout_s": 0.05, "failure_threshold": 3},
-    "analysis": {"step_duration_s": 0.3, "interval_s": 0.01, "min_requests": 5},
+    "analysis": {"step_duration_s": 0.3, "interval_s": 0.01, "min_requests": 5, "warmup_s": 0.02},
     "traffic": {"enabled": False},
     "rollout": {"bake_s": 0.03},
 }

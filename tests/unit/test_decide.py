@@ -9,6 +9,7 @@ import pytest
 from sophia.engine.decide import (
     Thresholds,
     Verdict,
+    Window,
     analysis_verdict,
     health_verdict,
     judge_canary,
@@ -86,7 +87,7 @@ LIMITS = Thresholds(min_requests=20, max_error_rate=0.05, max_p95_ms=1000, max_p
     ],
 )
 def test_absolute_thresholds(canary: TrackSample, verdict: Verdict, words: str) -> None:
-    result = analysis_verdict(canary, LIMITS)
+    result = analysis_verdict(Window(canary), Window(canary), LIMITS)
     assert result.verdict is verdict
     assert words in result.reason
 
@@ -106,7 +107,8 @@ DESIGNS = (Design(0.005, 0.2, 3.0, 0.01, 20), Design(0.005, 0.2, 30.0, 0.0, 20))
     ],
 )
 def test_judge_canary(canary: TrackSample, stable: TrackSample, now: Verdict, at_deadline: Verdict) -> None:
-    judgement = judge_canary(canary, stable, slow_threshold_ms=5.0, thresholds=LIMITS, designs=DESIGNS)
+    window = Window(canary, stable)
+    judgement = judge_canary(window, window, slow_threshold_ms=5.0, thresholds=LIMITS, designs=DESIGNS)
     assert (judgement.now, judgement.at_deadline) == (now, at_deadline), judgement.reason
 
 
@@ -128,7 +130,7 @@ def test_stage_budget_is_capped_by_the_total(own: float | None, remaining: float
 def test_thresholds_are_raised_to_stable_when_stable_is_worse(
     canary: TrackSample, stable: TrackSample, verdict: Verdict
 ) -> None:
-    assert analysis_verdict(canary, LIMITS, stable).verdict is verdict
+    assert analysis_verdict(Window(canary, stable), Window(canary, stable), LIMITS).verdict is verdict
 
 
 @pytest.mark.parametrize(
@@ -137,3 +139,16 @@ def test_thresholds_are_raised_to_stable_when_stable_is_worse(
 )
 def test_wilson_lower_bound(events: int, n: int, low: float, high: float) -> None:
     assert low <= wilson_lower(events, n) <= high
+
+
+def test_a_warming_canary_is_judged_on_errors_only() -> None:
+    """Slow first requests of a fresh canary are not a latency regression; its errors count from the start."""
+    cold = sample(20, fast=12)  # 8 of its first 20 requests slow: connections opening, code loading
+    warming = judge_canary(Window(cold, sample(180)), None, slow_threshold_ms=5.0, thresholds=LIMITS,
+                           designs=DESIGNS)  # fmt: skip
+    assert warming.now is Verdict.INCONCLUSIVE
+    assert "while the canary warms up" in warming.reason
+    broken = judge_canary(Window(sample(5, errors=5), sample(45)), None, slow_threshold_ms=5.0, thresholds=LIMITS,
+                          designs=DESIGNS)  # fmt: skip
+    assert broken.now is Verdict.FAIL
+    assert "canary errors 5/5" in broken.reason

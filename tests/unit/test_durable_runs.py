@@ -121,7 +121,7 @@ async def test_one_active_run_per_environment(repo_root: Path, tmp_path: Path) -
 async def test_a_stop_request_rolls_a_running_canary_back(
     repo_root: Path, tmp_path: Path, action: RequestAction, outcome: Outcome
 ) -> None:
-    w = await world(repo_root, tmp_path, analysis={"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5})
+    w = await world(repo_root, tmp_path, analysis={"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5, "warmup_s": 0.02})
 
     async def ask_once_the_canary_runs() -> None:
         while w.record.stage("canary-deploy").status is not StageStatus.RUNNING or not w.record.weights:
@@ -141,7 +141,7 @@ async def test_a_stop_request_rolls_a_running_canary_back(
 async def test_a_process_that_lost_its_lease_stops_without_touching_the_platform(
     repo_root: Path, tmp_path: Path
 ) -> None:
-    w = await world(repo_root, tmp_path, analysis={"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5})
+    w = await world(repo_root, tmp_path, analysis={"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5, "warmup_s": 0.02})
     owner = asyncio.create_task(drive(w.ctx, policy("first", ttl_s=0.3, heartbeat_s=0.05), lambda: run.execute(w.ctx)))
     while not w.record.weights:
         await asyncio.sleep(0.01)

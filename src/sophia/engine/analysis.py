@@ -19,7 +19,7 @@ from typing import Any
 
 from sophia.config import AnalysisPolicy
 from sophia.engine.context import RunContext
-from sophia.engine.decide import CanaryJudgement, Thresholds, Verdict, judge_canary
+from sophia.engine.decide import CanaryJudgement, Thresholds, Verdict, Window, judge_canary
 from sophia.engine.events import EventKind
 from sophia.engine.health import HealthMonitor, TargetHealth
 from sophia.engine.model import ServiceStatus, Track, TrackSample
@@ -58,11 +58,14 @@ def _targets(services: list[ServiceStatus], tracks: tuple[Track, ...]) -> list[T
 
 
 class CanaryJudge:
-    """Holds what a step needs between looks: the counters at its start and each service's slow threshold."""
+    """Holds what a step needs between looks: the counters at its start (for errors) and at the end of the canary's
+    warm-up (for latency), and each service's slow threshold."""
 
     def __init__(self, policy: AnalysisPolicy, names: list[str], baseline: Samples) -> None:
         self._names = names
         self._baseline = baseline
+        self._warmup_s = policy.warmup_s
+        self._warm: Samples | None = None
         self._designs = designs(policy)
         self._thresholds = thresholds(policy)
         # Fixed before the step starts (a threshold that moved with the data it tests would void the guarantee).
@@ -74,19 +77,25 @@ class CanaryJudge:
         self.first_error_at: dict[str, datetime] = {}
         self.judgements: dict[str, CanaryJudgement] = {}
 
-    def look(self, current: Samples, now: datetime) -> None:
+    def look(self, current: Samples, now: datetime, elapsed_s: float) -> None:
+        if self._warm is None and elapsed_s >= self._warmup_s:
+            self._warm = current  # latency counts from here: a fresh canary's first requests are slow on their own
         for name in self._names:
-            canary = self._window(current, name, Track.CANARY)
-            stable = self._window(current, name, Track.STABLE)
-            if canary.errors and name not in self.first_error_at:
+            errors = self._window(current, self._baseline, name)
+            latency = None if self._warm is None else self._window(current, self._warm, name)
+            if errors.canary.errors and name not in self.first_error_at:
                 self.first_error_at[name] = now
             self.judgements[name] = judge_canary(
-                canary, stable, slow_threshold_ms=self._slow_ms[name], thresholds=self._thresholds,
+                errors, latency, slow_threshold_ms=self._slow_ms[name], thresholds=self._thresholds,
                 designs=self._designs,
             )  # fmt: skip
 
-    def _window(self, current: Samples, name: str, track: Track) -> TrackSample:
-        return current.get((name, track), TrackSample()).minus(self._baseline.get((name, track), TrackSample()))
+    @staticmethod
+    def _window(current: Samples, since: Samples, name: str) -> Window:
+        def track(t: Track) -> TrackSample:
+            return current.get((name, t), TrackSample()).minus(since.get((name, t), TrackSample()))
+
+        return Window(track(Track.CANARY), track(Track.STABLE))
 
     def summary(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -142,7 +151,7 @@ async def watch(
                 if elapsed >= deadline:
                     return StepOutcome(Verdict.PASS, f"{len(monitor.targets)} targets healthy for {duration_s:g}s")
                 continue
-            judge.look(await ctx.ports.metrics.sample(names), now)
+            judge.look(await ctx.ports.metrics.sample(names), now, elapsed)
             outcome = _decide(judge, now, elapsed, deadline, hard_deadline)
             if until is not None:
                 if outcome is not None and outcome.verdict is Verdict.FAIL:

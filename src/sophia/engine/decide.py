@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sophia.engine.model import TrackSample
@@ -87,32 +87,50 @@ def _limit(absolute: float, stable: float | None) -> float:
     return absolute if stable is None else max(absolute, stable)
 
 
-def analysis_verdict(canary: TrackSample, thresholds: Thresholds, stable: TrackSample | None = None) -> MetricVerdict:
-    """Judge a canary window against absolute thresholds (raised to stable's own level when stable is worse).
+@dataclass(frozen=True)
+class Window:
+    """Counts since some moment, canary and stable side by side."""
 
-    A threshold fails only when the data shows it with 95 % confidence (the Wilson lower bound of the error rate,
-    or of the share of requests slower than the latency limit, is over it): one unlucky request among twenty is
-    not a regression. Too few requests is inconclusive, never a pass.
+    canary: TrackSample
+    stable: TrackSample = field(default_factory=TrackSample)
+
+
+def analysis_verdict(errors: Window, latency: Window | None, thresholds: Thresholds) -> MetricVerdict:
+    """Judge the canary against absolute thresholds (raised to stable's own level when stable is worse).
+
+    Errors are judged on ``errors``; latency on ``latency``, which is None while a fresh canary warms up (its first
+    requests are slow for reasons of its own: connections to open, code paths to load). A threshold fails only when
+    the data shows it with 95 % confidence (the Wilson lower bound of the error rate, or of the share of requests
+    slower than the latency limit, is over it): one unlucky request among twenty is not a regression. Too few
+    requests is inconclusive, never a pass.
     """
-    n = canary.requests
+    canary, n = errors.canary, errors.canary.requests
     if n <= 0:
         return MetricVerdict(Verdict.INCONCLUSIVE, "no canary requests observed", 0, None, None, None)
     error_rate = canary.errors / n
-    p95, p99 = quantile_ms(canary, 0.95), quantile_ms(canary, 0.99)
-    if n < thresholds.min_requests:
-        reason = f"{n} canary requests, fewer than the {thresholds.min_requests} needed to judge"
+    timed = latency.canary if latency else None
+    p95, p99 = (quantile_ms(timed, 0.95), quantile_ms(timed, 0.99)) if timed else (None, None)
+    short = min(n, timed.requests if timed else 0)
+    if short < thresholds.min_requests:
+        why = " while the canary warms up" if timed is None else " since it warmed up" if short < n else ""
+        reason = f"{short} canary requests{why}, fewer than the {thresholds.min_requests} needed to judge"
         return MetricVerdict(Verdict.INCONCLUSIVE, reason, n, error_rate, p95, p99)
-    base = stable if stable is not None and stable.requests > 0 else None
+    assert latency is not None
+    assert timed is not None
+    base = errors.stable if errors.stable.requests > 0 else None
+    slow_base = latency.stable if latency.stable.requests > 0 else None
     max_error = _limit(thresholds.max_error_rate, base.errors / base.requests if base else None)
-    max_p95 = _limit(thresholds.max_p95_ms, quantile_ms(base, 0.95) if base else None)
-    max_p99 = _limit(thresholds.max_p99_ms, quantile_ms(base, 0.99) if base else None)
+    max_p95 = _limit(thresholds.max_p95_ms, quantile_ms(slow_base, 0.95) if slow_base else None)
+    max_p99 = _limit(thresholds.max_p99_ms, quantile_ms(slow_base, 0.99) if slow_base else None)
     failures = []
     if wilson_lower(canary.errors, n) > max_error:
         failures.append(f"error rate {error_rate:.1%} > {max_error:.1%} ({canary.errors} of {n} requests)")
     for name, value, limit, share in (("p95", p95, max_p95, 0.05), ("p99", p99, max_p99, 0.01)):
-        slow = _slower_than(canary, limit)
-        if value is not None and wilson_lower(slow, n) > share:
-            failures.append(f"{name} latency {value:.0f} ms > {limit:.0f} ms ({slow} of {n} requests slower)")
+        slow = _slower_than(timed, limit)
+        if value is not None and wilson_lower(slow, timed.requests) > share:
+            failures.append(
+                f"{name} latency {value:.0f} ms > {limit:.0f} ms ({slow} of {timed.requests} requests slower)"
+            )
     if failures:
         return MetricVerdict(Verdict.FAIL, "; ".join(failures), n, error_rate, p95, p99)
     return MetricVerdict(Verdict.PASS, f"{n} canary requests within thresholds", n, error_rate, p95, p99)
@@ -129,23 +147,22 @@ class CanaryJudgement:
 
 
 def judge_canary(
-    canary: TrackSample,
-    stable: TrackSample,
+    errors: Window,
+    latency: Window | None,
     *,
     slow_threshold_ms: float,
     thresholds: Thresholds,
     designs: Sequence[Design],
 ) -> CanaryJudgement:
-    """Sequential tests first (errors and slow requests, canary against stable), absolute thresholds at the deadline.
+    """Sequential tests first (errors, and slow requests once warmed up), absolute thresholds at the deadline.
 
     ``designs[0]`` is the primary design, the only one allowed to pass a canary; the others only add faster failure
     for larger regressions (their alphas must sum with the primary's to the configured false-positive rate).
     """
-    absolute = analysis_verdict(canary, thresholds, stable)
-    evidence = (
-        ("errors", error_counts(canary, stable)),
-        ("slow requests", slow_counts(canary, stable, slow_threshold_ms)),
-    )
+    absolute = analysis_verdict(errors, latency, thresholds)
+    evidence = [("errors", error_counts(errors.canary, errors.stable))]
+    if latency is not None:
+        evidence.append(("slow requests", slow_counts(latency.canary, latency.stable, slow_threshold_ms)))
     passes = 0
     for subject, counts in evidence:
         for index, design in enumerate(designs):
@@ -154,7 +171,7 @@ def judge_canary(
                 return CanaryJudgement(Verdict.FAIL, Verdict.FAIL, result.reason, absolute)
             if index == 0 and result.decision is Decision.PASS:
                 passes += 1
-    if passes == len(evidence):
+    if latency is not None and passes == len(evidence):
         return CanaryJudgement(Verdict.PASS, Verdict.PASS, "sequential tests passed: no regression", absolute)
     return CanaryJudgement(Verdict.INCONCLUSIVE, absolute.verdict, absolute.reason, absolute)
 
