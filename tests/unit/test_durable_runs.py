@@ -45,6 +45,9 @@ class WitnessPlatform(MemoryPlatform):
         await super().rollback()
 
 
+LONG_STEP = {"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5, "warmup_s": 0.02}
+
+
 def policy(holder: str = "test-holder", ttl_s: float = 5.0, heartbeat_s: float = 0.05) -> SessionPolicy:
     return SessionPolicy("test-env", holder, ttl_s, heartbeat_s, request_poll_s=0.01)
 
@@ -121,7 +124,7 @@ async def test_one_active_run_per_environment(repo_root: Path, tmp_path: Path) -
 async def test_a_stop_request_rolls_a_running_canary_back(
     repo_root: Path, tmp_path: Path, action: RequestAction, outcome: Outcome
 ) -> None:
-    w = await world(repo_root, tmp_path, analysis={"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5, "warmup_s": 0.02})
+    w = await world(repo_root, tmp_path, analysis=LONG_STEP)
 
     async def ask_once_the_canary_runs() -> None:
         while w.record.stage("canary-deploy").status is not StageStatus.RUNNING or not w.record.weights:
@@ -141,7 +144,7 @@ async def test_a_stop_request_rolls_a_running_canary_back(
 async def test_a_process_that_lost_its_lease_stops_without_touching_the_platform(
     repo_root: Path, tmp_path: Path
 ) -> None:
-    w = await world(repo_root, tmp_path, analysis={"step_duration_s": 30, "interval_s": 0.01, "min_requests": 5, "warmup_s": 0.02})
+    w = await world(repo_root, tmp_path, analysis=LONG_STEP)
     owner = asyncio.create_task(drive(w.ctx, policy("first", ttl_s=0.3, heartbeat_s=0.05), lambda: run.execute(w.ctx)))
     while not w.record.weights:
         await asyncio.sleep(0.01)
