@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -375,7 +374,7 @@ class SeedEnvironment(BaseSettings):
     EMAIL_TO: str | None = None
     DATABASE_URL: SecretStr | None = None
     SOPHIA_STATE_URL: SecretStr | None = None
-    SOPHIA_PROFILE: str | None = Field(default=None, validation_alias=AliasChoices("SOPHIA_PROFILE"))
+    SOPHIA_PROFILE: str | None = None
     SOPHIA_PLATFORM: str | None = None
 
 

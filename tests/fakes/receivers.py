@@ -10,7 +10,6 @@ the connection without answering.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from typing import Any, cast
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, Session
+
+from tests.conftest import free_port
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class SmtpReceiver:
         kwargs: dict[str, Any] = {}
         if credentials is not None:
             kwargs.update(authenticator=self._authenticate, auth_require_tls=False)
-        self.port = _free_port()
+        self.port = free_port()
         self._controller = Controller(self.collector, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def _authenticate(
@@ -217,12 +218,6 @@ class SmtpReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self._controller.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:

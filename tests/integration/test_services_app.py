@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from fastapi import FastAPI
 from sophia.services.app import create_app
 from sophia.services.faults import CRASH_EXIT_CODE, Faults
 from sophia.services.settings import ServiceKind, ServiceSettings
+from tests.conftest import free_port
 
 IDENTITY = {"version": "v1.1.0", "track": "canary", "git_sha": "0123abc", "artifact": "sha256:cafe"}
 UNREACHABLE_PASSWORD = "pw-that-must-not-leak-7781"
@@ -26,13 +26,6 @@ def make_settings(service: str, kind: ServiceKind, database_url: str | None, **o
     """Settings from explicit values only (the test process's own environment is not consulted for these)."""
     values = {"faults": Faults(), "api_token": None, **IDENTITY, **overrides}
     return ServiceSettings.model_validate({"service": service, "kind": kind, "database_url": database_url, **values})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
