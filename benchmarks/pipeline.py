@@ -57,8 +57,7 @@ def write_config(home: Path) -> Path:
     raw["source_dir"] = str(REPO)
     raw["state_dir"] = str(home / ".sophia")
     raw["local"].update({"postgres_port": free_port(taken), "router_admin_port": free_port(taken)})
-    for service in raw["services"]:
-        service["router_port"] = free_port(taken)
+    raw["local"]["router_ports"] = {service["name"]: free_port(taken) for service in raw["services"]}
     path = home / "sophia.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 
 from sophia.platforms.local.postgres import EmbeddedPostgres
+from sophia.rehearsal.controlplane import Binaries, ControlPlane, Ports, default_dir
+from tests.fakes.cluster import Cluster, required
 
 # Below Linux's ephemeral range (32768-60999), so an outgoing connection can never take a port a test reserved.
 _PORTS = list(range(20000, 32000))
@@ -66,3 +68,23 @@ def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on loopback, built by
+    ``tools/controlplane/build.sh``; skipped where it is not built, a failure under CI."""
+    binaries = Binaries.find()
+    if binaries is None:
+        message = f"the Kubernetes control plane is not built in {default_dir()}: run tools/controlplane/build.sh"
+        if required():
+            pytest.fail(message)
+        pytest.skip(message)
+    home = Path(tempfile.mkdtemp(prefix="sophia-test-k8s-"))
+    plane = ControlPlane(home, binaries, Ports(free_port(), free_port(), free_port()), die_with_parent=True)
+    plane.start()
+    try:
+        yield Cluster(plane, home)
+    finally:
+        plane.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -60,10 +60,14 @@ def check_version(version: str) -> str:
     return version
 
 
+Port = Annotated[int, Field(ge=1024, le=65535)]
+PlatformName = Literal["local", "kubernetes"]
+PLATFORM_NAMES: tuple[str, ...] = ("local", "kubernetes")
+
+
 class ServiceSpec(_Model):
     name: Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
     kind: ServiceKind = "generic"
-    router_port: Annotated[int, Field(ge=1024, le=65535)]
 
 
 class CanaryPolicy(_Model):
@@ -225,8 +229,13 @@ class Profile(_Model):
 
 
 class LocalPlatformConfig(_Model):
-    postgres_port: Annotated[int, Field(ge=1024, le=65535)] = 55432
-    router_admin_port: Annotated[int, Field(ge=1024, le=65535)] = 18900
+    """The local platform: embedded Postgres, a router daemon with one listener per service, local processes."""
+
+    postgres_port: Port = 55432
+    router_admin_port: Port = 18900
+    # Each service's router listens on ``router_ports[name]``, else on ``router_port_base`` + its position.
+    router_port_base: Port = 18001
+    router_ports: dict[str, Port] = Field(default_factory=dict)
     baseline_version: str = "v1.0.0"
     startup_timeout_s: Seconds = 30.0
 
@@ -234,6 +243,53 @@ class LocalPlatformConfig(_Model):
     @classmethod
     def _version(cls, value: str) -> str:
         return check_version(value)
+
+
+class GatewayConfig(_Model):
+    """The mesh's ingress gateway, through which the engine reaches services (probes, load, synthetics)."""
+
+    url: str | None = None  # e.g. https://gateway.example.com; without it probes read pod readiness instead
+    name: str = "sophia-gateway"  # the Istio Gateway (in the stable namespace) the VirtualServices bind
+    domain: str = "sophia.internal"  # each service is reached as NAME.<domain> through the gateway
+
+
+class ResourcesConfig(_Model):
+    """Requests and limits of every service container (Kubernetes quantities)."""
+
+    cpu_request: str = "100m"
+    memory_request: str = "128Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "256Mi"
+
+
+class KubernetesPlatformConfig(_Model):
+    """Kubernetes + Istio: stable Deployments in ``namespace``, canaries in ``canary_namespace``."""
+
+    namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = "sophia"
+    canary_namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = "sophia-canary"
+    # Credentials, first found wins: KUBE_CONFIG (base64 kubeconfig, the guide's secret), ``kubeconfig`` (a file),
+    # $KUBECONFIG, ~/.kube/config, then the in-cluster service account.
+    kubeconfig: Path | None = None
+    context: str | None = None
+    gateway: GatewayConfig = GatewayConfig()
+    pin_header: str = "x-sophia-route"  # a request with ``<pin_header>: canary`` reaches the canary only
+    replicas: Annotated[int, Field(ge=1, le=100)] = 2
+    canary_replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    progress_deadline_s: Annotated[int, Field(ge=1, le=3600)] = 120  # a rollout stalled this long has failed
+    poll_s: Seconds = 1.0  # how often a rollout's status is read while waiting for it
+    request_timeout_s: Seconds = 10.0
+    max_conflict_retries: Annotated[int, Field(ge=1, le=20)] = 5
+    container_port: Port = 8080  # every service's container listens here; its Services on port 80
+    resources: ResourcesConfig = ResourcesConfig()
+    database_secret: str = "sophia-database"  # noqa: S105 - the Secret's name; Secret (key ``url``) with the services' DATABASE_URL
+    token_secret: str = "sophia-api-token"  # noqa: S105 - the Secret's name; Secret (key ``token``) with the services' SOPHIA_API_TOKEN
+    mesh_namespace: str = "istio-system"  # where the ingress gateway and istiod run (NetworkPolicies allow it)
+
+    @model_validator(mode="after")
+    def _two_namespaces(self) -> KubernetesPlatformConfig:
+        if self.namespace == self.canary_namespace:
+            raise ValueError("namespace and canary_namespace must differ")
+        return self
 
 
 class LintTestConfig(_Model):
@@ -245,7 +301,12 @@ class LintTestConfig(_Model):
 
 class ReleaseConfig(_Model):
     version: str = "v1.1.0"
-    registry: str = "ghcr.io"
+    registry: str = "ghcr.io"  # REGISTRY
+    owner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")] = "sophia-ai"  # GITHUB_REPOSITORY_OWNER
+
+    def image_repository(self, service: str) -> str:
+        """Where ``service``'s images live: ``REGISTRY/OWNER/sophia-SERVICE``."""
+        return f"{self.registry.rstrip('/')}/{self.owner}/sophia-{service}"
 
     @field_validator("version")
     @classmethod
@@ -268,7 +329,7 @@ class MetricsConfig(_Model):
     """Where canary metrics come from: the local routers' own tallies, an Istio-style exposition endpoint scraped
     directly, or Prometheus over Istio's metrics."""
 
-    source: Literal["router", "exposition", "prometheus"] = "router"
+    source: Literal["router", "exposition", "prometheus"] | None = None  # default: router locally, else prometheus
     prometheus_url: str = "http://127.0.0.1:9090"
     exposition_url: str | None = None  # default: the local router daemon's /metrics
     timeout_s: Seconds = 5.0
@@ -293,12 +354,13 @@ class NotifyConfig(_Model):
 class Settings(_Model):
     """The whole configuration as written in ``sophia.yaml`` (before the active profile is chosen)."""
 
-    platform: Literal["local"] = "local"  # where services run; the Kubernetes + Istio platform is not built yet
+    platform: PlatformName = "local"  # where services run
     profile: str = "production"
     release: ReleaseConfig = ReleaseConfig()
     services: list[ServiceSpec] = Field(min_length=1)
     profiles: dict[str, Profile] = Field(default_factory=lambda: {"production": Profile()})
     local: LocalPlatformConfig = LocalPlatformConfig()
+    kubernetes: KubernetesPlatformConfig = KubernetesPlatformConfig()
     lint_test: LintTestConfig = Field(default_factory=LintTestConfig, alias="lint-test")
     # Relative paths are read from the configuration file's folder (migrations_dir from source_dir).
     source_dir: Path = Path(".")  # the checkout being released (built by build-cache, linted by lint-test)
@@ -322,10 +384,15 @@ class Settings(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate service names: {', '.join(duplicates)}")
-        ports = [s.router_port for s in self.services] + [self.local.postgres_port, self.local.router_admin_port]
+        strangers = sorted(set(self.local.router_ports) - set(names))
+        if strangers:
+            raise ValueError(f"local.router_ports names unknown services: {', '.join(strangers)}")
+        ports = [*self.router_ports.values(), self.local.postgres_port, self.local.router_admin_port]
         clashing = sorted({p for p in ports if ports.count(p) > 1})
         if clashing:
             raise ValueError(f"ports used twice: {', '.join(map(str, clashing))}")
+        if self.platform == "kubernetes" and self.metrics.source == "router":
+            raise ValueError("metrics.source: the router source exists on the local platform only; use prometheus")
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not defined (known: {', '.join(sorted(self.profiles))})")
         return self
@@ -333,6 +400,16 @@ class Settings(_Model):
     @property
     def environment_name(self) -> str:
         return self.environment or self.platform
+
+    @property
+    def router_ports(self) -> dict[str, int]:
+        """The local router's listening port for each service."""
+        local = self.local
+        return {s.name: local.router_ports.get(s.name, local.router_port_base + i) for i, s in enumerate(self.services)}
+
+    @property
+    def metrics_source(self) -> str:
+        return self.metrics.source or ("router" if self.platform == "local" else "prometheus")
 
     @property
     def policy(self) -> Profile:
@@ -358,6 +435,7 @@ class SeedEnvironment(BaseSettings):
     CANARY_PERCENTAGE: Annotated[int, Field(ge=1, le=99)] | None = None
     PRODUCTION_TAG: str | None = None
     REGISTRY: str | None = None
+    GITHUB_REPOSITORY_OWNER: str | None = None
     NEON_PROJECT_ID: str | None = None
     NEON_ENDPOINT_ID: str | None = None
     NEON_USER: str | None = None
@@ -393,6 +471,7 @@ def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
 
     put("release.version", env.PRODUCTION_TAG)
     put("release.registry", env.REGISTRY)
+    put("release.owner", env.GITHUB_REPOSITORY_OWNER.lower() if env.GITHUB_REPOSITORY_OWNER else None)
     put("neon.project_id", env.NEON_PROJECT_ID)
     put("neon.endpoint_id", env.NEON_ENDPOINT_ID)
     put("neon.user", env.NEON_USER)

@@ -5,12 +5,13 @@ This is the only module that knows every adapter; the engine and the adapters ne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sophia.build.commands import SubprocessRunner
@@ -20,16 +21,17 @@ from sophia.checks.probe import HttpProbe
 from sophia.checks.prometheus import PrometheusMetrics
 from sophia.checks.synthetics import SyntheticSuite
 from sophia.checks.traffic import LoadGenerator, Mix, RequestTemplate
-from sophia.config import Settings
+from sophia.config import ConfigError, Settings
 from sophia.db.audit_trail import PostgresAuditTrail, ensure_audit_schema
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.context import Ports, RunContext
 from sophia.engine.events import EventBus, EventSink
 from sophia.engine.model import Fault
-from sophia.engine.ports import MetricsSource, Migrator
+from sophia.engine.ports import MetricsSource, Migrator, Platform
 from sophia.engine.record import RunRecord
 from sophia.engine.session import SessionPolicy
 from sophia.notify import create_dispatcher
+from sophia.platforms.local import environment
 from sophia.platforms.local.platform import LocalPlatform
 from sophia.store.postgres import PostgresStore
 
@@ -49,29 +51,91 @@ def new_run_id(clock: Clock) -> str:
     return clock.now().strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def create_platform(settings: Settings, clock: Clock) -> LocalPlatform:
-    """The configured platform (only the local one exists so far; the configuration refuses any other)."""
-    return LocalPlatform(settings, clock)
+EnvironmentStatus = environment.EnvironmentStatus
+
+
+@dataclass
+class PlatformParts:
+    """A platform and what it may bring besides: the database its services use (the local platform's embedded
+    stand-in for Neon) and metrics of its own (the local routers' tally)."""
+
+    platform: Platform
+    database_url: Callable[[], str] | None = None
+    metrics: MetricsSource | None = None
+
+
+def _local(settings: Settings, clock: Clock) -> PlatformParts:
+    platform = LocalPlatform(settings, clock)
+    return PlatformParts(platform, platform.database_url, platform)
+
+
+def _kubernetes(settings: Settings, clock: Clock) -> PlatformParts:
+    from sophia.platforms.kubernetes import KubernetesPlatform
+
+    return PlatformParts(KubernetesPlatform(settings, clock))
+
+
+PLATFORMS: dict[str, Callable[[Settings, Clock], PlatformParts]] = {"local": _local, "kubernetes": _kubernetes}
+
+
+def platform_parts(settings: Settings, clock: Clock) -> PlatformParts:
+    return PLATFORMS[settings.platform](settings, clock)
+
+
+def create_platform(settings: Settings, clock: Clock) -> Platform:
+    """The configured platform, picked by ``settings.platform``."""
+    return platform_parts(settings, clock).platform
+
+
+def local_platform(settings: Settings, clock: Clock | None = None) -> LocalPlatform:
+    """The local platform itself, for its lifecycle commands (``sophia local up|down|status``)."""
+    return LocalPlatform(settings, clock or SystemClock())
+
+
+async def local_up(settings: Settings) -> tuple[bool, EnvironmentStatus]:
+    """Start the local platform on the configured baseline; False when it was already running."""
+    platform = local_platform(settings)
+    try:
+        artifact = await asyncio.to_thread(builder(settings).build_sync, settings.local.baseline_version)
+        started = await environment.up(platform, artifact)
+        return started, environment.status(platform)
+    finally:
+        await platform.aclose()
+
+
+async def local_down(settings: Settings) -> int:
+    """Stop every process the local platform started; returns how many there were."""
+    return await environment.down(local_platform(settings))
+
+
+def local_status(settings: Settings) -> EnvironmentStatus:
+    return environment.status(local_platform(settings))
 
 
 def builder(settings: Settings) -> WheelBuilder:
     return WheelBuilder(settings.source_dir, settings.state_dir / "artifacts")
 
 
-def metrics_source(settings: Settings, platform: LocalPlatform) -> MetricsSource:
+def metrics_source(settings: Settings, parts: PlatformParts) -> MetricsSource:
     config = settings.metrics
-    if config.source == "prometheus":
+    source = settings.metrics_source
+    if source == "prometheus":
         return PrometheusMetrics(config.prometheus_url, timeout_s=config.timeout_s)
-    if config.source == "exposition":
+    if source == "exposition":
         url = config.exposition_url or f"http://127.0.0.1:{settings.local.router_admin_port}/metrics"
         return ExpositionMetrics(url, config.timeout_s)
-    return platform
+    if parts.metrics is None:
+        raise ConfigError(f"metrics.source: the {settings.platform} platform has no metrics of its own")
+    return parts.metrics
 
 
-def database_url(settings: Settings, platform: LocalPlatform) -> str:
+def database_url(settings: Settings, parts: PlatformParts) -> str:
+    """The database the services use (and the pipeline migrates): DATABASE_URL, else the platform's own."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
-    return platform.database_url()
+    if parts.database_url is None:
+        raise ConfigError(f"DATABASE_URL is required on the {settings.platform} platform (the services' database)")
+    return parts.database_url()
 
 
 def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
@@ -97,10 +161,14 @@ class Runtime:
 
     settings: Settings
     clock: Clock
-    platform: LocalPlatform
+    parts: PlatformParts
     store: PostgresStore
     audit: PostgresAuditTrail
     database_url: str
+
+    @property
+    def platform(self) -> Platform:
+        return self.parts.platform
 
     def session(self) -> SessionPolicy:
         policy = self.settings.policy.session
@@ -116,14 +184,14 @@ class Runtime:
         )  # fmt: skip
 
     def context(self, record: RunRecord, *sinks: EventSink) -> RunContext:
-        settings, clock, platform = self.settings, self.clock, self.platform
+        settings, clock = self.settings, self.clock
         traffic = settings.policy.traffic
         ports = Ports(
-            platform=platform,
+            platform=self.platform,
             builder=builder(settings),
             commands=SubprocessRunner(settings.source_dir),
             health=HttpProbe(),
-            metrics=metrics_source(settings, platform),
+            metrics=metrics_source(settings, self.parts),
             traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s, load_mix(settings)),
             migrator=migrator(settings, self.database_url, clock),
             synthetics=SyntheticSuite(self.database_url),
@@ -140,16 +208,18 @@ class Runtime:
 async def runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
     """Open the run store (creating its schema) and the audit trail (creating the audit schema if missing)."""
     clock = clock or SystemClock()
-    platform = create_platform(settings, clock)
-    url = database_url(settings, platform)
-    state_url = settings.state_database_url.get_secret_value() if settings.state_database_url else url
-    store = PostgresStore(state_url)
-    audit = PostgresAuditTrail(state_url, actor())
+    parts = platform_parts(settings, clock)
     try:
-        await store.ensure_schema()
-        await ensure_audit_schema(settings, state_url, clock, settings.migrations_dir)
-        yield Runtime(settings, clock, platform, store, audit, url)
+        url = database_url(settings, parts)
+        state_url = settings.state_database_url.get_secret_value() if settings.state_database_url else url
+        store = PostgresStore(state_url)
+        audit = PostgresAuditTrail(state_url, actor())
+        try:
+            await store.ensure_schema()
+            await ensure_audit_schema(settings, state_url, clock, settings.migrations_dir)
+            yield Runtime(settings, clock, parts, store, audit, url)
+        finally:
+            await audit.close()
+            await store.close()
     finally:
-        await audit.close()
-        await store.close()
-        await platform.router.aclose()
+        await parts.platform.aclose()

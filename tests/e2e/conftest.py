@@ -76,8 +76,7 @@ def write_config(folder: Path, state_dir: Path, **changes: Any) -> Path:
     raw["source_dir"] = str(REPO)
     raw["state_dir"] = str(state_dir)
     raw["local"].update({"postgres_port": free_port(), "router_admin_port": free_port()})
-    for service in raw["services"]:
-        service["router_port"] = free_port()
+    raw["local"]["router_ports"] = {service["name"]: free_port() for service in raw["services"]}
     raw.update(changes)
     path = folder / "sophia.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -65,7 +65,7 @@ def test_building_the_same_tree_again_is_a_cache_hit(cli: Cli) -> None:
     [
         # The metrics usually see it first; on a busy machine the health checks may get there before them.
         ("comms-mcp:error_rate=1.0", ("comms-mcp: canary errors", "comms-mcp canary: 3 consecutive failed")),
-        ("comms-mcp:crash=1", ("workload not running: comms-mcp (canary)",)),
+        ("comms-mcp:crash=1", ("workload not running: comms-mcp (canary",)),
         ("crm-mcp:latency_ms=2000", ("crm-mcp: canary slow requests", "crm-mcp: p95 latency")),
     ],
 )

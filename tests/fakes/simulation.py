@@ -14,6 +14,7 @@ from pathlib import Path
 from sophia.engine.clock import Clock
 from sophia.engine.model import (
     Artifact,
+    ArtifactKind,
     CommandResult,
     MigrationOutcome,
     Notification,
@@ -36,7 +37,7 @@ class SimulatedProbe:
         self._platform = platform
         self.failing = failing if failing is not None else set()  # URLs that answer 503 (e.g. a router's /ready)
 
-    async def probe(self, url: str, timeout_s: float) -> ProbeResult:
+    async def probe(self, url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> ProbeResult:
         if url in self.failing:
             return ProbeResult(False, 503, 1.0, "HTTP 503")
         name, _, rest = url.removeprefix("memory://").partition("/")
@@ -58,8 +59,8 @@ class SimulatedMetrics:
     stable_error_rate: float = 0.0
     counters: dict[tuple[str, Track], TrackSample] = field(default_factory=dict)
 
-    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
-        for name in services:
+    async def sample(self, services: Sequence[ServiceStatus]) -> Mapping[tuple[str, Track], TrackSample]:
+        for name in (s.name for s in services):
             slot = self.platform.slots[name]
             canary_n = round(self.per_sample * slot.canary_weight / 100) if slot.canary else 0
             faults = slot.faults
@@ -90,7 +91,8 @@ class FakeBuilder:
 
     async def build(self, version: str) -> Artifact:
         self.builds.append(version)
-        return Artifact(version, "abc123", "f" * 64, self.root / "sophia.whl", cache_hit=len(self.builds) > 1)
+        wheel = str(self.root / "sophia.whl")
+        return Artifact(ArtifactKind.WHEEL, wheel, version, "abc123", "f" * 64, cache_hit=len(self.builds) > 1)
 
 
 @dataclass

@@ -13,9 +13,7 @@ from sophia.db.audit import append_audit_event, append_audit_event_sync, verify_
 from tests.integration.test_db_cli import sophia
 from tests.integration.test_db_runner import REPO, runner
 
-CONFIG = (
-    "platform: local\nprofile: local\nservices:\n  - {name: mcp-research, router_port: 18001}\nprofiles:\n  local: {}\n"
-)
+CONFIG = "platform: local\nprofile: local\nservices:\n  - {name: mcp-research}\nprofiles:\n  local: {}\n"
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from sophia.checks.synthetics import SyntheticSuite
-from sophia.engine.model import ServiceStatus
+from sophia.engine.model import Endpoint, ServiceStatus, Workload
 from sophia.services.sandbox import ensure_sandbox_schema
 from tests.fakes.service_process import ServiceProcess, start_service
 
@@ -29,7 +29,9 @@ def start(started: dict[str, ServiceProcess], database_url: str, version: str, f
         env = {"SOPHIA_VERSION": version, "SOPHIA_TRACK": "canary", "DATABASE_URL": database_url,
                "SOPHIA_FAULTS": faults if name == "comms-mcp" else ""}  # fmt: skip
         started[name] = start_service(name, kind, env)
-    return [ServiceStatus(name, version, None, 0, p.base_url) for name, p in started.items()]
+    return [
+        ServiceStatus(name, Workload(version, True, {}), None, 0, Endpoint(p.base_url)) for name, p in started.items()
+    ]
 
 
 async def test_all_three_checks_pass_and_prove_their_side_effects(

@@ -24,7 +24,7 @@ def sophia(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_taken_port_stops_local_up_before_anything_starts(tmp_path: Path) -> None:
     state_dir = tmp_path / ".sophia"
     config = write_config(tmp_path, state_dir)
-    port = yaml.safe_load(config.read_text())["services"][4]["router_port"]
+    port = yaml.safe_load(config.read_text())["local"]["router_ports"]["comms-mcp"]
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()

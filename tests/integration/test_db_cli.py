@@ -19,7 +19,7 @@ CONFIG = """\
 platform: local
 profile: local
 services:
-  - {name: mcp-research, kind: generic, router_port: 18001}
+  - {name: mcp-research, kind: generic}
 profiles:
   local: {}
 """

@@ -127,7 +127,7 @@ def neon_config(neon: FakeNeonApi) -> str:
 platform: local
 profile: local
 services:
-  - {{name: mcp-research, kind: generic, router_port: 18001}}
+  - {{name: mcp-research, kind: generic}}
 profiles:
   local: {{}}
 neon:

@@ -19,6 +19,7 @@ from tests.conftest import free_port
 from tests.fakes import prometheus as fake_prometheus
 from tests.fakes.prometheus import running_prometheus
 from tests.fakes.receivers import Reply, http_receiver
+from tests.fakes.workloads import NAMESPACE, by_namespace
 
 SERVICES = ["comms-mcp", "crm-mcp"]
 
@@ -35,16 +36,16 @@ def track(service: str, namespace: str, **extra: str) -> dict[str, str]:
 async def test_a_stopped_prometheus_raises_platform_error(tmp_path: Path) -> None:
     with running_prometheus(tmp_path, []) as server:
         metrics = PrometheusMetrics(server.url, timeout_s=2)
-        assert await metrics.sample(SERVICES) == {}  # up, but nothing scraped: no data, no error
+        assert await metrics.sample(by_namespace(SERVICES)) == {}  # up, but nothing scraped: no data, no error
     with pytest.raises(PlatformError, match=r"^Prometheus at http://127\.0\.0\.1:\d+ unreachable: ConnectError$"):
-        await metrics.sample(SERVICES)
+        await metrics.sample(by_namespace(SERVICES))
 
 
 async def test_the_error_message_never_carries_the_urls_credentials() -> None:
     port = free_port()  # nothing listens here
     metrics = PrometheusMetrics(f"http://reader:s3cret@127.0.0.1:{port}/prom/", timeout_s=2)
     with pytest.raises(PlatformError) as raised:
-        await metrics.sample(SERVICES)
+        await metrics.sample(by_namespace(SERVICES))
     assert str(raised.value) == f"Prometheus at http://127.0.0.1:{port}/prom unreachable: ConnectError"
     assert raised.value.__cause__ is None  # nor in a chained exception's repr of the request
 
@@ -54,7 +55,7 @@ async def test_a_prometheus_that_does_not_answer_fails_within_the_timeout() -> N
         metrics = PrometheusMetrics(receiver.base_url, timeout_s=0.3)
         started = time.monotonic()
         with pytest.raises(PlatformError, match=r"did not answer within 0\.3 s$"):
-            await metrics.sample(SERVICES)
+            await metrics.sample(by_namespace(SERVICES))
         assert time.monotonic() - started < 5  # bounded, not hanging with the server (timing: not a benchmark)
 
 
@@ -64,7 +65,7 @@ async def test_the_timeout_bounds_the_whole_sample_not_each_query() -> None:
         receiver.reply(answer, replace(answer, delay_s=0.25), replace(answer, delay_s=0.25))
         started = time.monotonic()
         with pytest.raises(PlatformError, match=r"did not answer within 0\.4 s$"):
-            await PrometheusMetrics(receiver.base_url, timeout_s=0.4).sample(SERVICES)
+            await PrometheusMetrics(receiver.base_url, timeout_s=0.4).sample(by_namespace(SERVICES))
         assert time.monotonic() - started < 5
 
 
@@ -93,7 +94,7 @@ async def test_the_timeout_bounds_the_whole_sample_not_each_query() -> None:
 )
 async def test_answers_that_are_not_a_usable_vector_raise_platform_error(reply: Reply, message: str) -> None:
     with http_receiver(reply) as receiver, pytest.raises(PlatformError, match=message):
-        await PrometheusMetrics(receiver.base_url, timeout_s=2).sample(SERVICES)
+        await PrometheusMetrics(receiver.base_url, timeout_s=2).sample(by_namespace(SERVICES))
 
 
 async def test_sends_the_three_queries_at_the_first_ones_evaluation_time() -> None:
@@ -108,14 +109,14 @@ async def test_sends_the_three_queries_at_the_first_ones_evaluation_time() -> No
                 at=1700000042.25,
             ),
         )
-        got = await PrometheusMetrics(receiver.base_url + "/", timeout_s=2).sample(SERVICES)
+        got = await PrometheusMetrics(receiver.base_url + "/", timeout_s=2).sample(by_namespace(SERVICES))
         sent = [parse_qs(request.body.decode()) for request in receiver.requests]
 
     assert [request.path for request in receiver.requests] == ["/api/v1/query"] * 3
     assert [form["query"] for form in sent] == [
-        [requests_query(SERVICES)],
-        [errors_query(SERVICES)],
-        [latency_buckets_query(SERVICES)],
+        [requests_query(SERVICES, [NAMESPACE])],
+        [errors_query(SERVICES, [NAMESPACE])],
+        [latency_buckets_query(SERVICES, [NAMESPACE])],
     ]
     assert "time" not in sent[0]
     assert sent[1]["time"] == sent[2]["time"] == ["1700000042.25"]
@@ -127,44 +128,38 @@ async def test_sends_the_three_queries_at_the_first_ones_evaluation_time() -> No
 
 async def test_no_requests_means_no_further_queries_and_no_entries() -> None:
     with http_receiver(vector()) as receiver:
-        assert await PrometheusMetrics(receiver.base_url, timeout_s=2).sample(SERVICES) == {}
+        assert await PrometheusMetrics(receiver.base_url, timeout_s=2).sample(by_namespace(SERVICES)) == {}
         assert len(receiver.requests) == 1
 
 
 def test_the_promql_is_what_the_docs_show() -> None:
-    assert requests_query(["comms-mcp", "crm-mcp"]) == (
+    assert requests_query(["comms-mcp", "crm-mcp"], [NAMESPACE]) == (
         "sum by (destination_service_name, destination_workload_namespace) (istio_requests_total"
-        '{reporter="destination", destination_service_name=~"comms-mcp|crm-mcp", '
-        'destination_workload_namespace=~"sophia|sophia-canary"})'
+        '{reporter="destination", destination_service_name=~"comms-mcp|crm-mcp"})'
     )
-    assert 'response_code=~"5.*"' in errors_query(["comms-mcp"])
-    assert latency_buckets_query(["a.b"]).startswith(
+    assert 'response_code=~"5.*"' in errors_query(["comms-mcp"], [NAMESPACE])
+    assert latency_buckets_query(["a.b"], [NAMESPACE]).startswith(
         "sum by (destination_service_name, destination_workload_namespace, le) "
         '(istio_request_duration_milliseconds_bucket{reporter="destination", destination_service_name=~"a\\\\.b"'
     )
 
 
 @pytest.mark.parametrize(
-    ("timeout_s", "canary_namespace", "window", "message"),
+    ("timeout_s", "window", "message"),
     [
-        (1.0, "sophia", None, "namespaces must differ"),
-        (1.0, "sophia-canary", "five minutes", "not a PromQL duration"),
-        (1.0, "sophia-canary", "1.5m", "not a PromQL duration"),
-        (0.0, "sophia-canary", None, "greater than 0"),
+        (1.0, "five minutes", "not a PromQL duration"),
+        (1.0, "1.5m", "not a PromQL duration"),
+        (0.0, None, "greater than 0"),
     ],
 )
-def test_bad_settings_are_refused_at_construction(
-    timeout_s: float, canary_namespace: str, window: str | None, message: str
-) -> None:
+def test_bad_settings_are_refused_at_construction(timeout_s: float, window: str | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        PrometheusMetrics(
-            "http://127.0.0.1:9090", timeout_s=timeout_s, namespace_canary=canary_namespace, window=window
-        )
+        PrometheusMetrics("http://127.0.0.1:9090", timeout_s=timeout_s, window=window)
 
 
 async def test_query_rates_refuses_a_bad_window_before_asking_anything() -> None:
     with pytest.raises(ValueError, match="not a PromQL duration"):
-        await PrometheusMetrics("http://127.0.0.1:9", timeout_s=1).query_rates(SERVICES, "1 minute")
+        await PrometheusMetrics("http://127.0.0.1:9", timeout_s=1).query_rates(by_namespace(SERVICES), "1 minute")
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])

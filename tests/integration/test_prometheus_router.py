@@ -24,6 +24,7 @@ from sophia.checks.prometheus import PrometheusMetrics
 from sophia.engine.model import Track, TrackSample
 from sophia.platforms.local.router_client import RouterClient, Upstream
 from tests.fakes.prometheus import PrometheusServer, ScrapeTarget, running_prometheus
+from tests.fakes.workloads import by_namespace
 from tests.integration.test_router_harness import RouterProcess, running_router
 
 SERVICES = ["comms-mcp", "crm-mcp", "analytics-mcp", "sophia-lambda", "mcp-research", "mcp-agents"]
@@ -155,10 +156,10 @@ async def test_sample_equals_the_routers_own_exposition_per_track(
         await send(router, "crm-mcp", 30)
         await send(router, "sophia-lambda", 5, expect=frozenset({503}))  # no route: counted, but on no track
         async with RouterClient(router.admin_url) as client:
-            direct = track_samples(await client.metrics_text(), COMPARED)
+            direct = track_samples(await client.metrics_text(), by_namespace(COMPARED))
         await scraped_after_now(prometheus)
 
-        got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(COMPARED)
+        got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(by_namespace(COMPARED))
 
     # Same counters for every track with traffic. For a silent track the exposition reader gives a zero sample
     # and Prometheus no entry at all: the engine reads a missing entry as ``TrackSample()``, so both say "no data".
@@ -184,10 +185,10 @@ async def test_the_difference_of_two_samples_is_exactly_the_traffic_in_between(
         await route(router, "mcp-research", stable.url, canary.url, 10)
         await send(router, "mcp-research", 20)
         await scraped_after_now(prometheus)
-        before = await metrics.sample(["mcp-research"])
+        before = await metrics.sample(by_namespace(["mcp-research"]))
         await send(router, "mcp-research", 100)
         await scraped_after_now(prometheus)
-        after = await metrics.sample(["mcp-research"])
+        after = await metrics.sample(by_namespace(["mcp-research"]))
 
     window = {track: after[("mcp-research", track)].minus(before[("mcp-research", track)]) for track in Track}
     assert (window[STABLE].requests, window[STABLE].errors) == (90, 0)
@@ -210,7 +211,7 @@ async def test_query_rates_gives_flagger_style_success_rate_and_p99_and_none_for
         await send(router, "mcp-agents", 80)
         finished = time.time()
         await scraped_after_now(prometheus)
-        rates = await metrics.query_rates(["mcp-agents"])
+        rates = await metrics.query_rates(by_namespace(["mcp-agents"]))
 
         stable_rates, canary_rates = rates[("mcp-agents", STABLE)], rates[("mcp-agents", CANARY)]
         assert stable_rates.success_rate_pct == 100.0
@@ -225,7 +226,7 @@ async def test_query_rates_gives_flagger_style_success_rate_and_p99_and_none_for
         # A window holding only scrapes taken after the traffic: no requests, so no success rate and no p99
         # (Prometheus's NaN) rather than a 100 % that would look like a pass.
         await asyncio.to_thread(prometheus.wait_for_scrape, "router", finished + 2.0)
-        idle = await metrics.query_rates(["mcp-agents"], "2s")
+        idle = await metrics.query_rates(by_namespace(["mcp-agents"]), "2s")
 
     assert idle[("mcp-agents", CANARY)].requests_per_s == 0.0
     assert idle[("mcp-agents", CANARY)].success_rate_pct is None

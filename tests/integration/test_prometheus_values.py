@@ -17,6 +17,7 @@ from sophia.checks.prometheus import PrometheusMetrics
 from sophia.engine.model import Track, TrackSample
 from tests.fakes.prometheus import PrometheusServer, ScrapeTarget, running_prometheus
 from tests.fakes.receivers import HttpReceiver, Reply
+from tests.fakes.workloads import by_namespace
 
 STABLE, CANARY = Track.STABLE, Track.CANARY
 # One worker runs the whole module, so it starts one router and one Prometheus (~5 s to its first scrape).
@@ -88,7 +89,7 @@ def prometheus(target: HttpReceiver, tmp_path_factory: pytest.TempPathFactory) -
 
 
 async def test_counts_are_summed_per_track_from_destination_reports_only(prometheus: PrometheusServer) -> None:
-    got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(["svc-ok"])
+    got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(by_namespace(["svc-ok"]))
     assert got == {
         ("svc-ok", STABLE): TrackSample(100, 10, ((10.0, 50), (100.0, 95), (float("inf"), 100))),
         # No 5xx series for the canary: with requests present that means zero errors.
@@ -97,12 +98,12 @@ async def test_counts_are_summed_per_track_from_destination_reports_only(prometh
 
 
 async def test_nan_and_infinite_counters_give_no_entry_rather_than_a_number(prometheus: PrometheusServer) -> None:
-    got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(["svc-nan", "svc-bad-errors"])
+    got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(by_namespace(["svc-nan", "svc-bad-errors"]))
     assert got == {}
 
 
 async def test_an_unusable_histogram_leaves_latency_empty_but_keeps_the_counts(prometheus: PrometheusServer) -> None:
-    got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(["svc-hist"])
+    got = await PrometheusMetrics(prometheus.url, timeout_s=5).sample(by_namespace(["svc-hist"]))
     assert got == {("svc-hist", STABLE): TrackSample(10, 0, ()), ("svc-hist", CANARY): TrackSample(10, 0, ())}
 
 
@@ -110,13 +111,13 @@ async def test_service_names_match_whole_and_unknown_names_or_namespaces_give_no
     prometheus: PrometheusServer,
 ) -> None:
     metrics = PrometheusMetrics(prometheus.url, timeout_s=5)
-    assert set(await metrics.sample(["svc", "svc-ns", "missing"])) == {("svc", STABLE)}
-    assert await metrics.sample([]) == {}
+    assert set(await metrics.sample(by_namespace(["svc", "svc-ns", "missing"]))) == {("svc", STABLE)}
+    assert await metrics.sample(by_namespace([])) == {}
 
 
-async def test_the_namespaces_of_the_tracks_are_configurable(prometheus: PrometheusServer) -> None:
-    metrics = PrometheusMetrics(prometheus.url, timeout_s=5, namespace_stable="prod", namespace_canary="prod-canary")
-    got = await metrics.sample(["svc-ns", "svc-ok"])
+async def test_the_workloads_labels_choose_the_tracks(prometheus: PrometheusServer) -> None:
+    metrics = PrometheusMetrics(prometheus.url, timeout_s=5)
+    got = await metrics.sample(by_namespace(["svc-ns", "svc-ok"], "prod", "prod-canary"))
     assert got == {("svc-ns", STABLE): TrackSample(7, 0, ()), ("svc-ns", CANARY): TrackSample(3, 3, ())}
 
 
@@ -125,11 +126,11 @@ async def test_a_counter_reset_between_samples_starts_the_window_afresh(
 ) -> None:
     """A restarted workload's counters go backwards: the window restarts from them, never goes negative."""
     metrics = PrometheusMetrics(prometheus.url, timeout_s=5)
-    before = await metrics.sample(["svc-reset"])
+    before = await metrics.sample(by_namespace(["svc-reset"]))
     serve(target, reset_value=40)  # the workload restarted and has answered 40 requests since
     try:
         await asyncio.to_thread(prometheus.wait_for_scrape, "mesh", time.time())
-        after = await metrics.sample(["svc-reset"])
+        after = await metrics.sample(by_namespace(["svc-reset"]))
     finally:
         serve(target, reset_value=100)
     assert before[("svc-reset", STABLE)].requests == 100

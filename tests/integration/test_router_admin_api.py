@@ -14,6 +14,7 @@ from sophia.checks.metrics import track_samples
 from sophia.engine.model import Track, TrackSample
 from sophia.platforms.local.router_client import RouterClient, RouterError, ServiceRoute, Upstream
 from tests.conftest import free_port
+from tests.fakes.workloads import by_namespace
 from tests.integration.test_router_harness import SERVICES, RouterProcess, running_router, upstreams
 
 
@@ -192,7 +193,7 @@ async def test_metrics_parse_into_track_samples(router: RouterProcess) -> None:
         text = await client.metrics_text()
         tally = await client.telemetry(["crm-mcp", "sophia-lambda"])
         await client.aclose()
-    samples = track_samples(text, ["crm-mcp", "sophia-lambda"])
+    samples = track_samples(text, by_namespace(["crm-mcp", "sophia-lambda"]))
     # The cheap per-track tally the analysis reads and the Istio metrics Prometheus scrapes count the same.
     assert tally == samples
     assert set(samples) == {(s, t) for s in ("crm-mcp", "sophia-lambda") for t in Track}

@@ -13,6 +13,7 @@ from sophia.platforms.local.router_admin import admin_app
 from sophia.platforms.local.router_client import RouterClient, RouterError, ServiceRoute, Upstream
 from sophia.platforms.local.router_table import RouteTable
 from sophia.platforms.local.router_telemetry import ResponseFlag, RouterTelemetry
+from tests.fakes.workloads import by_namespace
 
 PORTS = {"mcp-research": 18001, "comms-mcp": 18005, "crm-mcp": 18006}
 STABLE = Upstream("http://127.0.0.1:19001", "v1.0.0")
@@ -76,6 +77,6 @@ async def test_metrics_text_parses(client: RouterClient, telemetry: RouterTeleme
         source="synthetics",
         duration_ms=1.0,
     )
-    samples = track_samples(await client.metrics_text(), ["mcp-research"])
+    samples = track_samples(await client.metrics_text(), by_namespace(["mcp-research"]))
     assert samples[("mcp-research", Track.STABLE)].requests == 1
     assert await client.healthy()

@@ -16,6 +16,7 @@ from sophia.platforms.local.router_telemetry import (
     RouterTelemetry,
     source_workload,
 )
+from tests.fakes.workloads import by_namespace
 
 OK = ResponseFlag.NONE
 
@@ -93,7 +94,7 @@ def test_track_samples_sum_versions_count_5xx_and_keep_cumulative_buckets() -> N
         ("other-svc", Track.STABLE, "v9.0.0", 500, 1.0, OK),  # not asked for
     )
 
-    samples = track_samples(telemetry.exposition().decode(), ["crm-mcp", "comms-mcp"])
+    samples = track_samples(telemetry.exposition().decode(), by_namespace(["crm-mcp", "comms-mcp"]))
 
     assert set(samples) == {(s, t) for s in ("crm-mcp", "comms-mcp") for t in Track}
     stable, canary = samples[("crm-mcp", Track.STABLE)], samples[("crm-mcp", Track.CANARY)]
@@ -114,9 +115,9 @@ def test_track_samples_sum_versions_count_5xx_and_keep_cumulative_buckets() -> N
 def test_track_samples_difference_over_an_interval() -> None:
     telemetry = RouterTelemetry()
     record(telemetry, ("crm-mcp", Track.CANARY, "v1.1.0", 200, 2.0, OK))
-    before = track_samples(telemetry.exposition().decode(), ["crm-mcp"])
+    before = track_samples(telemetry.exposition().decode(), by_namespace(["crm-mcp"]))
     record(telemetry, ("crm-mcp", Track.CANARY, "v1.1.0", 500, 200.0, OK))
-    after = track_samples(telemetry.exposition().decode(), ["crm-mcp"])
+    after = track_samples(telemetry.exposition().decode(), by_namespace(["crm-mcp"]))
     delta = after[("crm-mcp", Track.CANARY)].minus(before[("crm-mcp", Track.CANARY)])
     assert (delta.requests, delta.errors) == (1, 1)
     assert dict(delta.latency_buckets)[100.0] == 0
@@ -124,4 +125,4 @@ def test_track_samples_difference_over_an_interval() -> None:
 
 
 def test_track_samples_of_an_empty_exposition_are_zero() -> None:
-    assert track_samples("", ["crm-mcp"]) == {("crm-mcp", t): TrackSample() for t in Track}
+    assert track_samples("", by_namespace(["crm-mcp"])) == {("crm-mcp", t): TrackSample() for t in Track}

@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sophia.engine.model import Artifact
+from sophia.engine.model import Artifact, ArtifactKind
 
 # What the wheel is made of (hatchling includes src/sophia; metadata comes from pyproject.toml and README.md).
 _INPUTS = ("pyproject.toml", "README.md", "src")
@@ -105,7 +105,9 @@ class WheelBuilder:
         tags = self._dir / "tags"
         tags.mkdir(parents=True, exist_ok=True)
         (tags / f"{version}.json").write_text(json.dumps({"version": version, "content_hash": digest, "git_sha": sha}))
-        return Artifact(version, sha, digest, wheel, cache_hit, round(time.monotonic() - started, 3))
+        return Artifact(
+            ArtifactKind.WHEEL, str(wheel), version, sha, digest, cache_hit, round(time.monotonic() - started, 3)
+        )
 
     def _build_wheel(self, folder: Path) -> Path:
         self._dir.mkdir(parents=True, exist_ok=True)

@@ -1,35 +1,62 @@
 """Metric sources: Istio's standard request metrics, read either straight from an exposition endpoint (the local
-routers' /metrics) or, later, from Prometheus. Both produce the engine's per-track ``TrackSample`` counters.
+routers' /metrics) or from Prometheus. Both produce the engine's per-track ``TrackSample`` counters.
+
+Which series belong to which track is decided by the labels each workload reports in ``inspect()``
+(``Workload.labels``, e.g. ``destination_workload_namespace`` on Kubernetes, ``destination_version`` as well on the
+local routers): a series belongs to a track when it carries every one of that workload's labels.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from sophia.engine.model import Track, TrackSample
+from sophia.engine.model import ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
 
 # Istio's standard request metrics, as the local routers export them and Prometheus stores them.
 REQUESTS_TOTAL = "istio_requests_total"
 REQUEST_DURATION = "istio_request_duration_milliseconds"
-# The deployment guide's namespaces: stable pods in ``sophia``, canary pods in ``sophia-canary``.
-TRACK_BY_NAMESPACE: dict[str, Track] = {"sophia": Track.STABLE, "sophia-canary": Track.CANARY}
+SERVICE_LABEL = "destination_service_name"
+
+# Per service, each deployed track with the labels that select its workload's series.
+Selectors = Mapping[str, Sequence[tuple[Track, Mapping[str, str]]]]
 
 
-def track_samples(exposition: str, services: Iterable[str]) -> dict[tuple[str, Track], TrackSample]:
+def selectors(services: Sequence[ServiceStatus]) -> dict[str, list[tuple[Track, Mapping[str, str]]]]:
+    return {
+        s.name: [(track, w.labels) for track in Track if (w := s.workload(track)) is not None and w.labels]
+        for s in services
+    }
+
+
+def label_keys(chosen: Selectors) -> list[str]:
+    """Every label name some workload is selected by (what a query has to group by)."""
+    return sorted({key for tracks in chosen.values() for _, labels in tracks for key in labels})
+
+
+def track_of(chosen: Selectors, labels: Mapping[str, str]) -> tuple[str, Track] | None:
+    """The (service, track) a series with ``labels`` belongs to, or None when it matches no deployed workload."""
+    service = labels.get(SERVICE_LABEL, "")
+    for track, wanted in chosen.get(service, ()):
+        if all(labels.get(key) == value for key, value in wanted.items()):
+            return service, track
+    return None
+
+
+def track_samples(exposition: str, services: Sequence[ServiceStatus]) -> dict[tuple[str, Track], TrackSample]:
     """Cumulative counters per (service, track) from an Istio-style exposition; zero samples for silent tracks.
 
     Requests come from ``istio_requests_total``, errors are those with a 5xx ``response_code``, latency buckets
     are the cumulative ``istio_request_duration_milliseconds`` buckets (upper bound in ms, +Inf included). The
-    track is read from ``destination_workload_namespace``; requests that found no route belong to no track.
-    Counts are summed over versions and sources.
+    track is the one whose workload labels the series carries; requests that found no route belong to no track.
+    Counts are summed over sources.
     """
-    names = list(services)
-    wanted = set(names)
+    names = [s.name for s in services]
+    chosen = selectors(services)
     requests: defaultdict[tuple[str, Track], int] = defaultdict(int)
     errors: defaultdict[tuple[str, Track], int] = defaultdict(int)
     buckets: defaultdict[tuple[str, Track], defaultdict[float, int]] = defaultdict(lambda: defaultdict(int))
@@ -37,11 +64,10 @@ def track_samples(exposition: str, services: Iterable[str]) -> dict[tuple[str, T
         for sample in family.samples:
             if sample.name not in {REQUESTS_TOTAL, f"{REQUEST_DURATION}_bucket"}:
                 continue
-            service = sample.labels.get("destination_service_name", "")
-            track = TRACK_BY_NAMESPACE.get(sample.labels.get("destination_workload_namespace", ""))
-            if service not in wanted or track is None:
+            key = track_of(chosen, sample.labels)
+            if key is None:
                 continue
-            key, count = (service, track), round(sample.value)
+            count = round(sample.value)
             if sample.name == REQUESTS_TOTAL:
                 requests[key] += count
                 if sample.labels.get("response_code", "").startswith("5"):
@@ -66,7 +92,7 @@ class ExpositionMetrics:
         self._url = url
         self._timeout = timeout_s
 
-    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
+    async def sample(self, services: Sequence[ServiceStatus]) -> Mapping[tuple[str, Track], TrackSample]:
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
                 response = await client.get(self._url)

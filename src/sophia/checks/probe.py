@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import httpx
 
@@ -13,10 +14,10 @@ class HttpProbe:
     def __init__(self, client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=64))
 
-    async def probe(self, url: str, timeout_s: float) -> ProbeResult:
+    async def probe(self, url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> ProbeResult:
         started = time.perf_counter()
         try:
-            response = await self._client.get(url, timeout=timeout_s)
+            response = await self._client.get(url, timeout=timeout_s, headers=headers)
         except httpx.TimeoutException:
             return ProbeResult(False, None, _ms(started), f"no answer within {timeout_s:g}s")
         except httpx.HTTPError as exc:

@@ -2,9 +2,9 @@
 
 On Kubernetes with Istio every sidecar exports ``istio_requests_total`` and ``istio_request_duration_milliseconds``
 and Prometheus scrapes them; locally the routers export the same names and labels (``router_telemetry``). Stable and
-canary are told apart by ``destination_workload_namespace`` (``sophia`` and ``sophia-canary``), services by
-``destination_service_name``; only ``reporter="destination"`` series are read, so a request seen by both sidecars
-counts once.
+canary are told apart by the labels each workload reports (``Workload.labels``: on Kubernetes the Deployment's
+``destination_workload`` and ``destination_workload_namespace``), services by ``destination_service_name``; only
+``reporter="destination"`` series are read, so a request seen by both sidecars counts once.
 
 ``sample`` returns *cumulative* counters, not rates: the engine differences two samples taken around its own
 observation window, so the window is exactly the engine's (not a PromQL range that has to line up with it), and
@@ -24,16 +24,13 @@ from typing import Any
 
 import httpx
 
-from sophia.engine.model import Track, TrackSample
+from sophia.checks.metrics import SERVICE_LABEL, Selectors, label_keys, selectors, track_of
+from sophia.engine.model import ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
 
 REQUESTS = "istio_requests_total"
 DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket"
-SERVICE_LABEL = "destination_service_name"
-NAMESPACE_LABEL = "destination_workload_namespace"
-BY_TRACK = f"{SERVICE_LABEL}, {NAMESPACE_LABEL}"
 ERROR_CODES = "5.*"  # any 5xx answer, as the exposition reader counts them
-DEFAULT_NAMESPACES: tuple[str, str] = ("sophia", "sophia-canary")
 DEFAULT_RATE_WINDOW = "1m"
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
@@ -51,55 +48,54 @@ def _alternation(values: Sequence[str]) -> str:
     return "|".join(_RE2_SPECIAL.sub(r"\\\1", value) for value in values)
 
 
-def selector(services: Sequence[str], namespaces: Sequence[str] = DEFAULT_NAMESPACES, extra: str = "") -> str:
-    """The label matchers shared by every query: destination-reported, these services, these namespaces."""
-    matchers = [
-        'reporter="destination"',
-        f"{SERVICE_LABEL}=~{_quote(_alternation(services))}",
-        f"{NAMESPACE_LABEL}=~{_quote(_alternation(namespaces))}",
-    ]
+def selector(services: Sequence[str], extra: str = "") -> str:
+    """The label matchers shared by every query: destination-reported, these services."""
+    matchers = ['reporter="destination"', f"{SERVICE_LABEL}=~{_quote(_alternation(services))}"]
     return "{" + ", ".join([*matchers, *([extra] if extra else [])]) + "}"
 
 
-def requests_query(services: Sequence[str], namespaces: Sequence[str] = DEFAULT_NAMESPACES) -> str:
-    """Cumulative requests per service and track."""
-    return f"sum by ({BY_TRACK}) ({REQUESTS}{selector(services, namespaces)})"
+def _by(keys: Sequence[str], *more: str) -> str:
+    """The grouping: the service, each label that selects a workload, and ``more``."""
+    return ", ".join(dict.fromkeys([SERVICE_LABEL, *keys, *more]))
 
 
-def errors_query(services: Sequence[str], namespaces: Sequence[str] = DEFAULT_NAMESPACES) -> str:
-    """Cumulative 5xx answers per service and track (no series at all when a track has had none)."""
-    errors = selector(services, namespaces, f'response_code=~"{ERROR_CODES}"')
-    return f"sum by ({BY_TRACK}) ({REQUESTS}{errors})"
+def requests_query(services: Sequence[str], keys: Sequence[str]) -> str:
+    """Cumulative requests per service and workload."""
+    return f"sum by ({_by(keys)}) ({REQUESTS}{selector(services)})"
 
 
-def latency_buckets_query(services: Sequence[str], namespaces: Sequence[str] = DEFAULT_NAMESPACES) -> str:
-    """Cumulative latency histogram buckets (``le`` in ms, +Inf included) per service and track."""
-    return f"sum by ({BY_TRACK}, le) ({DURATION_BUCKETS}{selector(services, namespaces)})"
+def errors_query(services: Sequence[str], keys: Sequence[str]) -> str:
+    """Cumulative 5xx answers per service and workload (no series at all when a workload has had none)."""
+    errors = selector(services, f'response_code=~"{ERROR_CODES}"')
+    return f"sum by ({_by(keys)}) ({REQUESTS}{errors})"
 
 
-def request_rate_query(services: Sequence[str], window: str, namespaces: Sequence[str] = DEFAULT_NAMESPACES) -> str:
-    """Requests per second over ``window`` per service and track."""
-    return f"sum by ({BY_TRACK}) (rate({REQUESTS}{selector(services, namespaces)}[{window}]))"
+def latency_buckets_query(services: Sequence[str], keys: Sequence[str]) -> str:
+    """Cumulative latency histogram buckets (``le`` in ms, +Inf included) per service and workload."""
+    return f"sum by ({_by(keys, 'le')}) ({DURATION_BUCKETS}{selector(services)})"
 
 
-def success_rate_query(services: Sequence[str], window: str, namespaces: Sequence[str] = DEFAULT_NAMESPACES) -> str:
-    """Flagger's request-success-rate (percent of non-5xx answers over ``window``) per service and track.
+def request_rate_query(services: Sequence[str], keys: Sequence[str], window: str) -> str:
+    """Requests per second over ``window`` per service and workload."""
+    return f"sum by ({_by(keys)}) (rate({REQUESTS}{selector(services)}[{window}]))"
+
+
+def success_rate_query(services: Sequence[str], keys: Sequence[str], window: str) -> str:
+    """Flagger's request-success-rate (percent of non-5xx answers over ``window``) per service and workload.
 
     Written as 100·(1 − errors/total) with errors defaulting to 0 (``or 0 * total``): Flagger's own form
-    (non-5xx / total) has no series at all for a track answering *only* 5xx, which would read as "no data".
+    (non-5xx / total) has no series at all for a workload answering *only* 5xx, which would read as "no data".
     A window without requests gives NaN (0/0).
     """
-    total = f"sum by ({BY_TRACK}) (rate({REQUESTS}{selector(services, namespaces)}[{window}]))"
-    errors = selector(services, namespaces, f'response_code=~"{ERROR_CODES}"')
-    failed = f"sum by ({BY_TRACK}) (rate({REQUESTS}{errors}[{window}]))"
+    total = f"sum by ({_by(keys)}) (rate({REQUESTS}{selector(services)}[{window}]))"
+    errors = selector(services, f'response_code=~"{ERROR_CODES}"')
+    failed = f"sum by ({_by(keys)}) (rate({REQUESTS}{errors}[{window}]))"
     return f"100 * (1 - ({failed} or 0 * {total}) / {total})"
 
 
-def latency_quantile_query(
-    services: Sequence[str], window: str, quantile: float = 0.99, namespaces: Sequence[str] = DEFAULT_NAMESPACES
-) -> str:
-    """Flagger's request-duration: the ``quantile`` of latency in ms over ``window``, per service and track."""
-    buckets = f"sum by ({BY_TRACK}, le) (rate({DURATION_BUCKETS}{selector(services, namespaces)}[{window}]))"
+def latency_quantile_query(services: Sequence[str], keys: Sequence[str], window: str, quantile: float = 0.99) -> str:
+    """Flagger's request-duration: the ``quantile`` of latency in ms over ``window``, per service and workload."""
+    buckets = f"sum by ({_by(keys, 'le')}) (rate({DURATION_BUCKETS}{selector(services)}[{window}]))"
     return f"histogram_quantile({quantile:g}, {buckets})"
 
 
@@ -139,17 +135,7 @@ class PrometheusMetrics:
     because it returns cumulative counters.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float,
-        namespace_stable: str = DEFAULT_NAMESPACES[0],
-        namespace_canary: str = DEFAULT_NAMESPACES[1],
-        window: str | None = None,
-    ) -> None:
-        if namespace_stable == namespace_canary:
-            raise ValueError(f"stable and canary namespaces must differ (both {namespace_stable!r})")
+    def __init__(self, base_url: str, *, timeout_s: float, window: str | None = None) -> None:
         if window is not None and not _DURATION.match(window):
             raise ValueError(f"window {window!r} is not a PromQL duration such as 30s, 1m or 1m30s")
         if not timeout_s > 0:
@@ -157,28 +143,27 @@ class PrometheusMetrics:
         self._endpoint = base_url.rstrip("/") + "/api/v1/query"
         self._display = _display_url(base_url.rstrip("/"))
         self._timeout_s = timeout_s
-        self._tracks = {namespace_stable: Track.STABLE, namespace_canary: Track.CANARY}
-        self._namespaces = (namespace_stable, namespace_canary)
         self.window = window
 
-    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
+    async def sample(self, services: Sequence[ServiceStatus]) -> Mapping[tuple[str, Track], TrackSample]:
         """Cumulative requests, 5xx errors and latency buckets per (service, track) that Prometheus has data for.
 
-        A track without a finite request count gets no entry (the engine reads that as "no data"); errors default
-        to 0 only for a track that has requests; a histogram with a NaN or infinite count, or without its +Inf
-        bucket, is left out (no latency data). The three queries are evaluated at one instant.
+        Each track's series are those carrying its workload's labels. A track without a finite request count gets
+        no entry (the engine reads that as "no data"); errors default to 0 only for a track that has requests; a
+        histogram with a NaN or infinite count, or without its +Inf bucket, is left out (no latency data). The
+        three queries are evaluated at one instant.
         """
-        if not services:
+        chosen = selectors(services)
+        names, keys = [n for n, tracks in chosen.items() if tracks], label_keys(chosen)
+        if not names:
             return {}
         requests, errors, buckets = await self._evaluate(
-            requests_query(services, self._namespaces),
-            errors_query(services, self._namespaces),
-            latency_buckets_query(services, self._namespaces),
+            requests_query(names, keys), errors_query(names, keys), latency_buckets_query(names, keys)
         )
-        failed = self._by_track(errors)
-        histograms = self._histograms(buckets)
+        failed = _by_track(chosen, errors)
+        histograms = _histograms(chosen, buckets)
         samples: dict[tuple[str, Track], TrackSample] = {}
-        for key, value in self._by_track(requests).items():
+        for key, value in _by_track(chosen, requests).items():
             count, error_count = _finite_count(value), _finite_count(failed.get(key, 0.0))
             if count is None or error_count is None:
                 continue
@@ -186,7 +171,7 @@ class PrometheusMetrics:
         return samples
 
     async def query_rates(
-        self, services: Sequence[str], window: str | None = None
+        self, services: Sequence[ServiceStatus], window: str | None = None
     ) -> dict[tuple[str, Track], TrackRates]:
         """Request rate, success rate (percent) and p99 latency (ms) over ``window`` per (service, track).
 
@@ -196,21 +181,23 @@ class PrometheusMetrics:
         window = window or self.window or DEFAULT_RATE_WINDOW
         if not _DURATION.match(window):
             raise ValueError(f"window {window!r} is not a PromQL duration such as 30s, 1m or 1m30s")
-        if not services:
+        chosen = selectors(services)
+        names, keys = [n for n, tracks in chosen.items() if tracks], label_keys(chosen)
+        if not names:
             return {}
         rate, success, p99 = await self._evaluate(
-            request_rate_query(services, window, self._namespaces),
-            success_rate_query(services, window, self._namespaces),
-            latency_quantile_query(services, window, 0.99, self._namespaces),
+            request_rate_query(names, keys, window),
+            success_rate_query(names, keys, window),
+            latency_quantile_query(names, keys, window, 0.99),
         )
-        successes, latencies = self._by_track(success), self._by_track(p99)
+        successes, latencies = _by_track(chosen, success), _by_track(chosen, p99)
 
         def defined(value: float | None) -> float | None:
             return None if value is None or math.isnan(value) else value
 
         return {
             key: TrackRates(value, defined(successes.get(key)), defined(latencies.get(key)))
-            for key, value in self._by_track(rate).items()
+            for key, value in _by_track(chosen, rate).items()
             if math.isfinite(value)
         }
 
@@ -262,32 +249,29 @@ class PrometheusMetrics:
             raise PlatformError(f"Prometheus at {self._display} answered an unexpected result: {exc!r}") from None
         return series, evaluated_at
 
-    def _key(self, labels: Mapping[str, str]) -> tuple[str, Track] | None:
-        track = self._tracks.get(labels.get(NAMESPACE_LABEL, ""))
-        service = labels.get(SERVICE_LABEL)
-        return None if track is None or not service else (service, track)
 
-    def _by_track(self, series: Sequence[_Series]) -> dict[tuple[str, Track], float]:
-        return {key: s.value for s in series if (key := self._key(s.labels)) is not None}
+def _by_track(chosen: Selectors, series: Sequence[_Series]) -> dict[tuple[str, Track], float]:
+    return {key: s.value for s in series if (key := track_of(chosen, s.labels)) is not None}
 
-    def _histograms(self, series: Sequence[_Series]) -> dict[tuple[str, Track], tuple[tuple[float, int], ...]]:
-        """Buckets sorted by bound per track; a track with any unusable bucket, or no +Inf bucket, has none."""
-        buckets: dict[tuple[str, Track], list[tuple[float, int]]] = {}
-        broken: set[tuple[str, Track]] = set()
-        for s in series:
-            key = self._key(s.labels)
-            if key is None:
-                continue
-            le, count = _bound(s.labels.get("le", "")), _finite_count(s.value)
-            if le is None or count is None:
-                broken.add(key)
-            else:
-                buckets.setdefault(key, []).append((le, count))
-        return {
-            key: tuple(sorted(found))
-            for key, found in buckets.items()
-            if key not in broken and max(le for le, _ in found) == math.inf
-        }
+
+def _histograms(chosen: Selectors, series: Sequence[_Series]) -> dict[tuple[str, Track], tuple[tuple[float, int], ...]]:
+    """Buckets sorted by bound per track; a track with any unusable bucket, or no +Inf bucket, has none."""
+    buckets: dict[tuple[str, Track], list[tuple[float, int]]] = {}
+    broken: set[tuple[str, Track]] = set()
+    for s in series:
+        key = track_of(chosen, s.labels)
+        if key is None:
+            continue
+        le, count = _bound(s.labels.get("le", "")), _finite_count(s.value)
+        if le is None or count is None:
+            broken.add(key)
+        else:
+            buckets.setdefault(key, []).append((le, count))
+    return {
+        key: tuple(sorted(found))
+        for key, found in buckets.items()
+        if key not in broken and max(le for le, _ in found) == math.inf
+    }
 
 
 def _bound(text: str) -> float | None:

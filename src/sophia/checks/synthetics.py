@@ -1,8 +1,9 @@
 """The deployment guide's three end-to-end checks, sent through each service's router to the new version.
 
 Each check asserts the side effect, not just an HTTP 200: the Slack message and the CRM task must exist in the
-sandbox outbox written by the new version, and the Neon query must return its row. Requests are pinned to the
-canary with ``x-sophia-route: canary`` while one exists (an Istio header-match route on Kubernetes).
+sandbox outbox written by the new version, and the Neon query must return its row. Requests go to each service's
+entry (its router, or the mesh gateway) and, while a canary exists, carry the platform's pin for the canary track
+(``ServiceStatus.pins``: a header the router or an Istio header-match route sends to the canary only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from sophia.engine.model import ServiceStatus, SyntheticResult
+from sophia.engine.model import ServiceStatus, SyntheticResult, Track
 
 SYNTHETIC_HEADERS = {"x-sophia-source": "synthetics", "user-agent": "sophia-synthetics"}
 
@@ -89,8 +90,8 @@ class SyntheticSuite:
     async def _post(
         client: httpx.AsyncClient, status: ServiceStatus, path: str, body: dict[str, Any], version: str
     ) -> dict[str, Any]:
-        headers = {"x-sophia-route": "canary"} if status.canary_version else {}
-        response = await client.post(status.url.rstrip("/") + path, json=body, headers=headers)
+        target = status.pinned(Track.CANARY) if status.canary is not None else status.entry
+        response = await client.post(target.at(path), json=body, headers=dict(target.headers))
         if response.status_code != 200:
             raise CheckFailed(f"POST {path} answered HTTP {response.status_code}: {response.text[:200]}")
         served = response.headers.get("x-sophia-version")

@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from sophia.config import ConfigError, Settings, load_config
+from sophia.config import PLATFORM_NAMES, ConfigError, Settings, load_config
 
 console = Console()
 errors = Console(stderr=True)
@@ -21,13 +21,22 @@ EXIT_BAD_INPUT = 2
 class AppState:
     config: Path | None = None
     profile: str | None = None
+    platform: str | None = None
 
-    def settings(self) -> Settings:
-        overrides = {"profile": self.profile} if self.profile else None
+    def settings(self, platform: str | None = None) -> Settings:
+        """The configuration with the command line's choices; a command's own ``--platform`` wins."""
+        chosen = (("profile", self.profile), ("platform", platform or self.platform))
+        overrides = {key: value for key, value in chosen if value}
         try:
             return load_config(self.config, overrides=overrides)
         except ConfigError as exc:
             fail(str(exc))
+
+
+PlatformOption = Annotated[
+    str | None,
+    typer.Option("--platform", help=f"where services run: {' or '.join(PLATFORM_NAMES)} (default: sophia.yaml)"),
+]
 
 
 def app_state(
@@ -36,8 +45,9 @@ def app_state(
         Path | None, typer.Option("--config", "-c", help="configuration file (default: sophia.yaml or $SOPHIA_CONFIG)")
     ] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="policy profile, e.g. local or production")] = None,
+    platform: PlatformOption = None,
 ) -> None:
-    ctx.obj = AppState(config, profile)
+    ctx.obj = AppState(config, profile, platform)
 
 
 def state(ctx: typer.Context) -> AppState:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from sophia import wiring
-from sophia.cli.common import fail, state
+from sophia.cli.common import PlatformOption, fail, state
 from sophia.cli.engine import act, execute, finished, require_platform
 from sophia.config import STAGE_NAMES, ConfigError, Settings, check_version
 from sophia.engine import run
@@ -45,7 +45,11 @@ def _release(settings: Settings, version: str | None, fault: list[str] | None, s
 
 
 def deploy(
-    ctx: typer.Context, version: VersionOption = None, fault: FaultOption = None, skip: SkipOption = None
+    ctx: typer.Context,
+    version: VersionOption = None,
+    fault: FaultOption = None,
+    skip: SkipOption = None,
+    platform: PlatformOption = None,
 ) -> None:
     """Ship a release through lint-test → build-cache → canary-deploy → migrate-neon → synthetics →
     full-rollout → readiness-check; any failed gate rolls every service back.
@@ -53,7 +57,7 @@ def deploy(
     Exit codes: 0 promoted, 1 failed and rolled back (or aborted), 2 bad input (nothing changed),
     3 the rollback itself failed.
     """
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
     release, faults, skipped = _release(settings, version, fault, skip)
 
     async def new(rt: wiring.Runtime) -> RunRecord:
@@ -70,9 +74,15 @@ def deploy(
     finished(outcome, f" — report: {settings.state_dir / 'runs' / 'latest' / 'report.md'}")
 
 
-def plan(ctx: typer.Context, version: VersionOption = None, fault: FaultOption = None, skip: SkipOption = None) -> None:
+def plan(
+    ctx: typer.Context,
+    version: VersionOption = None,
+    fault: FaultOption = None,
+    skip: SkipOption = None,
+    platform: PlatformOption = None,
+) -> None:
     """Create a run for a release and claim the environment for it; print its id for `sophia stage`."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
     release, faults, skipped = _release(settings, version, fault, skip)
 
     async def new(rt: wiring.Runtime) -> RunRecord:

@@ -9,10 +9,11 @@ from typing import NoReturn, TypeVar
 from sophia import wiring
 from sophia.cli.common import console, fail
 from sophia.cli.progress import LiveProgress
-from sophia.config import Settings
+from sophia.config import ConfigError, Settings
 from sophia.engine import run
 from sophia.engine.clock import SystemClock
 from sophia.engine.context import RunContext
+from sophia.engine.ports import PlatformError, PreflightError
 from sophia.engine.record import Outcome, RunRecord
 from sophia.engine.run import OutOfOrderError
 from sophia.engine.session import RunFencedError, drive
@@ -23,16 +24,27 @@ from sophia.engine.store import (
     StoreError,
     UnknownRunError,
 )
-from sophia.platforms.local import environment
 
 T = TypeVar("T")
 Work = Callable[[wiring.Runtime, RunContext], Awaitable[T]]
 
 
 def require_platform(settings: Settings) -> None:
-    platform = wiring.create_platform(settings, SystemClock())
-    if not environment.status(platform).running:
-        fail("the local platform is not running: start it with `sophia local up`")
+    """The platform's preflight: a platform that is not ready is bad input (exit 2), with nothing changed."""
+
+    async def check() -> None:
+        platform = wiring.create_platform(settings, SystemClock())
+        try:
+            await platform.preflight()
+        finally:
+            await platform.aclose()
+
+    try:
+        asyncio.run(check())
+    except PreflightError as exc:
+        fail(str(exc))
+    except PlatformError as exc:
+        fail(f"{settings.platform} platform: {exc}")
 
 
 def held(exc: LeaseHeldError) -> NoReturn:
@@ -63,7 +75,10 @@ def execute(
 
     async def on_run(rt: wiring.Runtime) -> T:
         sinks = [LiveProgress(console)] if progress else []
-        return await work(rt, rt.context(await load(rt), *sinks))
+        record = await load(rt)
+        if record.platform != settings.platform:
+            fail(f"run {record.run_id} runs on the {record.platform} platform: add --platform {record.platform}")
+        return await work(rt, rt.context(record, *sinks))
 
     return with_runtime(settings, on_run)
 
@@ -85,6 +100,8 @@ def with_runtime(settings: Settings, body: Callable[[wiring.Runtime], Awaitable[
         fail(str(exc), code=1)
     except StoreError as exc:
         fail(f"run store: {exc}")
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def finished(outcome: Outcome | None, folder_hint: str = "") -> NoReturn:

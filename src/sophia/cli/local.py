@@ -12,10 +12,8 @@ from rich.table import Table
 
 from sophia import wiring
 from sophia.cli.common import console, fail, state
-from sophia.engine.clock import SystemClock
-from sophia.engine.ports import PlatformError
-from sophia.platforms.local import environment
-from sophia.platforms.local.environment import PortTakenError
+from sophia.engine.ports import PlatformError, PreflightError
+from sophia.wiring import EnvironmentStatus
 
 app = typer.Typer(
     help="The local platform: embedded Postgres, one process per service version, weighted routers.",
@@ -26,37 +24,31 @@ app = typer.Typer(
 @app.command()
 def up(ctx: typer.Context) -> None:
     """Start embedded Postgres, the router daemon and the stable version of every service."""
-    app_state = state(ctx)
-    settings = app_state.settings()
-    platform = wiring.create_platform(settings, SystemClock())
-    baseline = settings.local.baseline_version
+    settings = state(ctx).settings()
     try:
-        artifact = wiring.builder(settings).build_sync(baseline)
-        started = asyncio.run(environment.up(platform, artifact))
-    except PortTakenError as exc:
+        started, current = asyncio.run(wiring.local_up(settings))
+    except PreflightError as exc:
         fail(str(exc))
     except PlatformError as exc:
         fail(str(exc), code=1)
     if not started:
         console.print("The local platform is already running.")
     else:
-        console.print(f"Local platform up: {len(settings.services)} services on {baseline}.")
-    _table(environment.status(platform))
+        console.print(f"Local platform up: {len(settings.services)} services on {settings.local.baseline_version}.")
+    _table(current)
 
 
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop every process the local platform started (services, routers, Postgres)."""
-    platform = wiring.create_platform(state(ctx).settings(), SystemClock())
-    stopped = asyncio.run(environment.down(platform))
+    stopped = asyncio.run(wiring.local_down(state(ctx).settings()))
     console.print(f"Local platform down: stopped {stopped} processes.")
 
 
 @app.command("status")
 def status_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Whether Postgres, the router daemon and each service process are running."""
-    platform = wiring.create_platform(state(ctx).settings(), SystemClock())
-    current = environment.status(platform)
+    current = wiring.local_status(state(ctx).settings())
     if as_json:
         typer.echo(json.dumps(asdict(current), indent=2))
     else:
@@ -64,7 +56,7 @@ def status_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")]
     raise typer.Exit(0 if current.running else 1)
 
 
-def _table(current: environment.EnvironmentStatus) -> None:
+def _table(current: EnvironmentStatus) -> None:
     console.print(
         f"postgres: {'running' if current.postgres else 'stopped'}   "
         f"router: {'running' if current.router else 'stopped'}"

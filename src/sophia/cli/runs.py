@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from sophia import wiring
-from sophia.cli.common import console, fail, state
+from sophia.cli.common import PlatformOption, console, fail, state
 from sophia.cli.engine import act, execute, finished, held, with_runtime
 from sophia.config import STAGE_NAMES
 from sophia.engine import recovery, run
@@ -33,9 +33,14 @@ def _loader(run_id: str) -> Callable[[wiring.Runtime], Awaitable[RunRecord]]:
 
 
 @app.command("list")
-def list_runs(ctx: typer.Context, as_json: JsonOption = False, limit: int = 20) -> None:
+def list_runs(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    limit: int = 20,
+    platform: PlatformOption = None,
+) -> None:
     """Runs, newest first."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
 
     async def main(rt: wiring.Runtime) -> list[dict[str, object]]:
         runs = await rt.store.list_runs(limit)
@@ -58,9 +63,9 @@ def list_runs(ctx: typer.Context, as_json: JsonOption = False, limit: int = 20) 
 
 
 @app.command("show")
-def show(ctx: typer.Context, run_id: RunArgument, as_json: JsonOption = False) -> None:
+def show(ctx: typer.Context, run_id: RunArgument, as_json: JsonOption = False, platform: PlatformOption = None) -> None:
     """One run's record: stages, rollback, services, and its event log with --json."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
 
     async def main(rt: wiring.Runtime) -> tuple[RunRecord, list[dict[str, object]]]:
         record = await rt.store.load(run_id)
@@ -77,9 +82,10 @@ def stage(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGE_NAMES)}")],
     run_id: Annotated[str, typer.Option("--run", help="the run, from `sophia plan`")],
+    platform: PlatformOption = None,
 ) -> None:
     """Run the next stage of a planned run (the GitHub workflow runs each stage as its own job)."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
     if name not in STAGE_NAMES:
         fail(f"unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")
 
@@ -90,9 +96,9 @@ def stage(
     finished(execute(settings, _loader(run_id), one))
 
 
-def resume(ctx: typer.Context, run_id: RunArgument) -> None:
+def resume(ctx: typer.Context, run_id: RunArgument, platform: PlatformOption = None) -> None:
     """Finish a run whose process died: continue from its last committed step, or roll back."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
 
     async def pick_up(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
         plan = recovery.plan_recovery(run_ctx.record)
@@ -108,22 +114,24 @@ def rollback(
     ctx: typer.Context,
     run_id: Annotated[str | None, typer.Option("--run", help="the run (default: the environment's active run)")] = None,
     reason: Annotated[str, typer.Option(help="why, for the record and the audit trail")] = "manual rollback",
+    platform: PlatformOption = None,
 ) -> None:
     """Roll the active (or named) run back now: every service to 100 % stable, canaries stopped."""
-    _stop(ctx, run_id, RequestAction.ROLLBACK, reason)
+    _stop(ctx, platform, run_id, RequestAction.ROLLBACK, reason)
 
 
 def abort(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="why, for the record and the audit trail")] = "aborted by the operator",
+    platform: PlatformOption = None,
 ) -> None:
     """Abort the environment's active run: it stops and rolls back, ending as `aborted`."""
-    _stop(ctx, None, RequestAction.ABORT, reason)
+    _stop(ctx, platform, None, RequestAction.ABORT, reason)
 
 
-def _stop(ctx: typer.Context, run_id: str | None, action: RequestAction, reason: str) -> None:
+def _stop(ctx: typer.Context, platform: str | None, run_id: str | None, action: RequestAction, reason: str) -> None:
     """Stop a run: ourselves when nobody is executing it, else by asking its process and waiting for it."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
     actor = wiring.actor()
     why = f"{action.value} by {actor}: {reason}"
     outcome = Outcome.ROLLED_BACK if action is RequestAction.ROLLBACK else Outcome.ABORTED
@@ -170,9 +178,10 @@ def promote(
     ctx: typer.Context,
     run_id: RunArgument,
     reason: Annotated[str, typer.Option(help="why, for the record and the audit trail")] = "approved",
+    platform: PlatformOption = None,
 ) -> None:
     """Approve a run waiting at the manual gate (canary.manual_gate): it goes on to full-rollout."""
-    settings = state(ctx).settings()
+    settings = state(ctx).settings(platform)
 
     async def approve(rt: wiring.Runtime) -> str:
         record = await rt.store.load(run_id)

@@ -22,7 +22,7 @@ from sophia.engine.context import RunContext
 from sophia.engine.decide import CanaryJudgement, Thresholds, Verdict, Window, judge_canary
 from sophia.engine.events import EventKind
 from sophia.engine.health import HealthMonitor, TargetHealth
-from sophia.engine.model import ServiceStatus, Track, TrackSample
+from sophia.engine.model import ServiceStatus, Track, TrackSample, Workload
 from sophia.engine.sequential import Design, latency_threshold
 
 Samples = Mapping[tuple[str, Track], TrackSample]
@@ -49,11 +49,12 @@ def thresholds(policy: AnalysisPolicy) -> Thresholds:
 
 
 def _targets(services: list[ServiceStatus], tracks: tuple[Track, ...]) -> list[TargetHealth]:
+    """The workloads the engine can probe; the others are watched through the platform's liveness alone."""
     return [
-        TargetHealth(status.name, track, url)
+        TargetHealth(status.name, track, workload.probe)
         for status in services
         for track in tracks
-        if (url := status.endpoint(track))
+        if (workload := status.workload(track)) is not None and workload.probe is not None
     ]
 
 
@@ -131,7 +132,9 @@ async def watch(
     """
     clock, policy = ctx.clock, ctx.policy
     names = [s.name for s in services]
-    judge = CanaryJudge(policy.analysis, names, await ctx.ports.metrics.sample(names)) if judge_canary_metrics else None
+    judge = (
+        CanaryJudge(policy.analysis, names, await ctx.ports.metrics.sample(services)) if judge_canary_metrics else None
+    )
     started = clock.monotonic()
     deadline, hard_deadline = duration_s, duration_s * policy.analysis.max_step_extension
     monitor = HealthMonitor(ctx.ports.health, clock, policy.health, _targets(services, tracks))
@@ -139,9 +142,12 @@ async def watch(
         while True:
             await clock.sleep(policy.analysis.interval_s)
             now, elapsed = clock.now(), clock.monotonic() - started
-            dead = [s for s in await ctx.ports.platform.inspect() if s.name in names and _lost(s, tracks)]
+            current = [s for s in await ctx.ports.platform.inspect() if s.name in names]
+            dead = [(s.name, track, w) for s in current for track in tracks if (w := _lost(s, track))]
             if dead:
-                which = ", ".join(f"{s.name} ({_lost_track(s)})" for s in dead)
+                which = ", ".join(
+                    f"{name} ({track.value}{': ' + w.detail if w.detail else ''})" for name, track, w in dead
+                )
                 return StepOutcome(Verdict.FAIL, f"workload not running: {which}", now)
             failing = monitor.failing()
             if failing:
@@ -151,7 +157,7 @@ async def watch(
                 if elapsed >= deadline:
                     return StepOutcome(Verdict.PASS, f"{len(monitor.targets)} targets healthy for {duration_s:g}s")
                 continue
-            judge.look(await ctx.ports.metrics.sample(names), now, elapsed)
+            judge.look(await ctx.ports.metrics.sample(current), now, elapsed)
             outcome = _decide(judge, now, elapsed, deadline, hard_deadline)
             if until is not None:
                 if outcome is not None and outcome.verdict is Verdict.FAIL:
@@ -196,11 +202,9 @@ def _reasons(judgements: Mapping[str, CanaryJudgement]) -> str:
     return "; ".join(f"{name}: {j.reason}" for name, j in judgements.items())
 
 
-def _lost(status: ServiceStatus, tracks: tuple[Track, ...]) -> bool:
-    if Track.CANARY in tracks and status.canary_alive is False:
-        return True
-    return Track.STABLE in tracks and not status.stable_alive
-
-
-def _lost_track(status: ServiceStatus) -> str:
-    return "canary" if status.canary_alive is False else "stable"
+def _lost(status: ServiceStatus, track: Track) -> Workload | None:
+    """The watched workload of ``track`` when it is not running (a missing stable counts as lost)."""
+    workload = status.workload(track)
+    if workload is None:
+        return Workload("none", alive=False, labels={}, detail="not deployed") if track is Track.STABLE else None
+    return None if workload.alive else workload

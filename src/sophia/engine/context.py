@@ -156,23 +156,14 @@ class RunContext:
     @property
     def artifact(self) -> Artifact | None:
         raw = self.record.artifact
-        if not raw:
-            return None
-        return Artifact(
-            version=raw["version"],
-            git_sha=raw["git_sha"],
-            content_hash=raw["content_hash"],
-            path=raw["path"],
-            cache_hit=raw["cache_hit"],
-            build_seconds=raw.get("build_seconds", 0.0),
-        )
+        return Artifact.from_dict(raw) if raw else None
 
     async def start_traffic(self, services: list[ServiceStatus]) -> None:
-        """Start the load generator through every router, unless it is already running or disabled."""
+        """Start the load generator through every service's entry, unless it is already running or disabled."""
         if self._traffic is not None or not self.policy.traffic.enabled:
             return
         kinds = {s.name: s.kind for s in self.settings.services}
-        targets = [TrafficTarget(s.name, kinds[s.name], s.url) for s in services]
+        targets = [TrafficTarget(s.name, kinds[s.name], s.entry.url, s.entry.headers) for s in services]
         stack = contextlib.AsyncExitStack()
         tally = await stack.enter_async_context(self.ports.traffic.run(targets))
         self._traffic = stack, tally

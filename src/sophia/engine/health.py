@@ -10,7 +10,7 @@ from types import TracebackType
 from sophia.config import HealthPolicy
 from sophia.engine.clock import Clock
 from sophia.engine.decide import Verdict, health_verdict, next_streak
-from sophia.engine.model import ProbeResult, Track
+from sophia.engine.model import Endpoint, ProbeResult, Track
 from sophia.engine.ports import HealthProbe
 
 
@@ -18,7 +18,7 @@ from sophia.engine.ports import HealthProbe
 class TargetHealth:
     service: str
     track: Track
-    url: str
+    endpoint: Endpoint
     streak: int = 0
     probes: int = 0
     failures: int = 0
@@ -65,13 +65,13 @@ class HealthMonitor:
 
     async def _watch(self, target: TargetHealth) -> None:
         interval, timeout = self._policy.interval_s, self._policy.timeout_s
-        url = target.url.rstrip("/") + "/health"
+        url, headers = target.endpoint.at("/health"), target.endpoint.headers
         while True:
             started = self._clock.monotonic()
             at = self._clock.now()
             try:
                 async with asyncio.timeout(timeout):
-                    result = await self._probe.probe(url, timeout)
+                    result = await self._probe.probe(url, timeout, headers)
             except TimeoutError:
                 result = ProbeResult(False, None, timeout * 1000, f"no answer within {timeout:g}s")
             target.record(result, at)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class Track(StrEnum):
@@ -60,16 +61,64 @@ def faults_by_service(faults: Sequence[Fault]) -> dict[str, dict[str, float]]:
     return grouped
 
 
+class ArtifactKind(StrEnum):
+    WHEEL = "wheel"  # a wheel of the checkout on this machine (the local platform runs it)
+    IMAGE = "image"  # container images in a registry, one per service (Kubernetes pulls them)
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """The release artifact built by build-cache: a wheel of the checkout, addressed by content hash."""
+    """The release artifact built by build-cache, addressed by content.
 
+    ``reference`` is the wheel's path for a wheel, the image repository prefix for images; ``images`` maps each
+    service to its image reference with digest (``REGISTRY/OWNER/sophia-SERVICE@sha256:...``).
+    """
+
+    kind: ArtifactKind
+    reference: str
     version: str
     git_sha: str
     content_hash: str
-    path: Path
     cache_hit: bool
     build_seconds: float = 0.0
+    images: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """The wheel on this machine (wheels only)."""
+        if self.kind is not ArtifactKind.WHEEL:
+            raise ValueError(f"a {self.kind.value} artifact has no local path")
+        return Path(self.reference)
+
+    def image(self, service: str) -> str:
+        """The image reference of ``service`` (images only)."""
+        try:
+            return self.images[service]
+        except KeyError:
+            raise ValueError(f"artifact {self.version} has no image for {service}") from None
+
+    @property
+    def name(self) -> str:
+        """A short name for reports: the wheel's file name, or the image repository and how many images."""
+        if self.kind is ArtifactKind.WHEEL:
+            return Path(self.reference).name
+        return f"{self.reference} ({len(self.images)} images)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind.value, "images": dict(self.images)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Artifact:
+        return cls(
+            kind=ArtifactKind(raw["kind"]),
+            reference=str(raw["reference"]),
+            version=str(raw["version"]),
+            git_sha=str(raw["git_sha"]),
+            content_hash=str(raw["content_hash"]),
+            cache_hit=bool(raw["cache_hit"]),
+            build_seconds=float(raw.get("build_seconds", 0.0)),
+            images={str(k): str(v) for k, v in (raw.get("images") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -83,21 +132,61 @@ class CanarySpec:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """How the engine reaches something over HTTP: a base URL and the headers every request to it carries
+    (a ``Host`` for a gateway, a route pin for one track)."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def at(self, path: str) -> str:
+        return self.url.rstrip("/") + path
+
+    def with_headers(self, headers: Mapping[str, str]) -> Endpoint:
+        return Endpoint(self.url, {**self.headers, **headers})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One version of a service as the platform sees it: local processes, or a Deployment's pods."""
+
+    version: str
+    alive: bool  # running and not crash-looping; a dead workload fails any analysis that watches it
+    # Metric labels that select this workload's traffic (Istio's ``destination_*`` names); a promoted canary is
+    # stable, so the track is never inferred from a namespace.
+    labels: Mapping[str, str]
+    # Where the health monitor probes this workload; None when the engine cannot reach it (its liveness and
+    # readiness then come from the platform alone).
+    probe: Endpoint | None = None
+    detail: str = ""  # the platform's word on it, e.g. "2/2 ready" or "CrashLoopBackOff"
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """One service as the platform sees it right now."""
 
     name: str
-    stable_version: str | None
-    canary_version: str | None
+    stable: Workload | None
+    canary: Workload | None
     canary_weight: int
-    url: str
-    stable_url: str | None = None
-    canary_url: str | None = None
-    stable_alive: bool = True
-    canary_alive: bool | None = None
+    entry: Endpoint  # what callers reach: the service's router, or the mesh gateway with the service's host
+    # Headers that send a request through ``entry`` to one track only (an Istio header-match route).
+    pins: Mapping[Track, Mapping[str, str]] = field(default_factory=dict)
 
-    def endpoint(self, track: Track) -> str | None:
-        return self.stable_url if track is Track.STABLE else self.canary_url
+    @property
+    def stable_version(self) -> str | None:
+        return self.stable.version if self.stable else None
+
+    @property
+    def canary_version(self) -> str | None:
+        return self.canary.version if self.canary else None
+
+    def workload(self, track: Track) -> Workload | None:
+        return self.stable if track is Track.STABLE else self.canary
+
+    def pinned(self, track: Track) -> Endpoint:
+        """``entry`` with the headers that route to ``track`` (the entry itself when the platform has no pin)."""
+        return self.entry.with_headers(self.pins.get(track, {}))
 
 
 @dataclass(frozen=True)
@@ -162,6 +251,7 @@ class TrafficTarget:
     service: str
     kind: str
     url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

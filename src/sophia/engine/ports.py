@@ -30,31 +30,54 @@ class PlatformError(RuntimeError):
     """The platform could not carry out an action."""
 
 
+class PreflightError(PlatformError):
+    """The platform is not ready for a run (credentials, namespaces, CRDs, processes); nothing was changed."""
+
+
+class FencedError(PlatformError):
+    """A change stamped with an older lease generation than the platform has seen was refused."""
+
+
 class Platform(Protocol):
-    """Where services run: starts canaries, moves traffic, promotes, rolls back."""
+    """Where services run: starts canaries, moves traffic, promotes, rolls back.
+
+    Fencing: every mutating operation (``deploy_canary``, ``set_weights``, ``promote``, ``retire_previous``,
+    ``rollback``, ``retire_canary``) carries the token given to ``fence`` and raises ``FencedError`` when the platform
+    has already seen a newer one, so a process that lost its lease cannot change anything. ``inspect`` and
+    ``preflight`` only read. Every mutating operation is idempotent: repeating it after a crash is safe.
+    """
 
     name: str
 
-    async def inspect(self) -> list[ServiceStatus]: ...
+    async def preflight(self) -> None:
+        """Check that a run can start here (credentials, namespaces, CRDs, the platform's own processes); raise
+        ``PreflightError`` with a message for the user otherwise. Changes nothing."""
+        ...
+
+    async def inspect(self) -> list[ServiceStatus]:
+        """Every service's stable and canary workloads and weight, read from the platform itself."""
+        ...
 
     async def deploy_canary(self, spec: CanarySpec) -> None:
         """Start the canary of every service at weight 0 and wait until each is ready."""
         ...
 
     async def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Set the canary weight (percent) of the given services, all at once."""
+        """Set the canary weight (percent) of the given services, all at once; returns once the platform
+        confirms every weight (read back, never assumed)."""
         ...
 
     async def promote(self) -> None:
-        """Send all traffic to the canary, which becomes stable; the old stable stays warm until retired."""
+        """Send all traffic to the new version, which becomes stable; the old stable stays restorable until
+        ``retire_previous``."""
         ...
 
     async def retire_previous(self) -> None:
-        """Stop the warm previous stable kept by ``promote``."""
+        """Let go of the previous stable kept by ``promote``."""
         ...
 
     async def rollback(self) -> None:
-        """Every service back to 100 % of the stable it had before this run, all at once (traffic only)."""
+        """Every service back to 100 % of the stable it had before this run, all at once (traffic first)."""
         ...
 
     async def retire_canary(self) -> None:
@@ -62,18 +85,22 @@ class Platform(Protocol):
         ...
 
     def fence(self, token: int) -> None:
-        """Stamp every later change with ``token`` (the run's lease generation); the platform refuses changes
-        stamped with an older token, so a process that lost its lease cannot move traffic any more."""
+        """Stamp every later change with ``token`` (the run's lease generation)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the platform's workloads keep running."""
         ...
 
 
 class HealthProbe(Protocol):
-    async def probe(self, url: str, timeout_s: float) -> ProbeResult: ...
+    async def probe(self, url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> ProbeResult: ...
 
 
 class MetricsSource(Protocol):
-    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
-        """Cumulative counters per (service, track); analysis works on differences between samples."""
+    async def sample(self, services: Sequence[ServiceStatus]) -> Mapping[tuple[str, Track], TrackSample]:
+        """Cumulative counters per (service, track), each track's traffic selected by its workload's labels;
+        analysis works on differences between samples."""
         ...
 
 
@@ -110,7 +137,8 @@ class Migrator(Protocol):
 
 class SyntheticChecks(Protocol):
     async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:
-        """Run the end-to-end checks through the routers against ``version``, asserting their side effects."""
+        """Run the end-to-end checks through each service's entry, pinned to ``version``'s track, asserting their
+        side effects."""
         ...
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sophia.engine.model import Artifact
 from sophia.engine.record import RunRecord, StageStatus
 
 _MARK = {
@@ -39,9 +40,9 @@ def _summary(record: RunRecord) -> list[str]:
     if record.faults:
         lines.append(f"- injected faults: {', '.join(f'`{f}`' for f in record.faults)}")
     if record.artifact:
-        hit = "cache hit" if record.artifact.get("cache_hit") else "fresh build"
-        wheel, sha = Path(record.artifact["path"]).name, record.artifact["git_sha"][:10]
-        lines.append(f"- artifact: `{wheel}` ({hit}, git `{sha}`)")
+        artifact = Artifact.from_dict(record.artifact)
+        hit = "cache hit" if artifact.cache_hit else "fresh build"
+        lines.append(f"- artifact: {artifact.kind.value} `{artifact.name}` ({hit}, git `{artifact.git_sha[:10]}`)")
     return lines
 
 

@@ -7,7 +7,6 @@ the same loop serves a whole deploy, one stage at a time (``sophia stage``), and
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 from pathlib import Path
 
 from sophia.engine.context import RunContext, StopCause
@@ -182,9 +181,10 @@ async def finish(ctx: RunContext, outcome: Outcome) -> Outcome:
     record.finished_at = ctx.clock.now()
     try:
         record.services = [
-            {k: v for k, v in asdict(s).items() if k in {"name", "stable_version", "canary_version", "canary_weight"}}
+            {"name": s.name, "stable_version": s.stable_version, "canary_version": s.canary_version,
+             "canary_weight": s.canary_weight}
             for s in await ctx.ports.platform.inspect()
-        ]
+        ]  # fmt: skip
     except PlatformError as exc:
         record.notes.append(f"could not read the final service state: {exc}")
     await _announce(ctx, outcome)

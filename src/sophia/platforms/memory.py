@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sophia.engine.model import CanarySpec, ServiceStatus
-from sophia.engine.ports import PlatformError
+from sophia.engine.model import CanarySpec, Endpoint, ServiceStatus, Track, Workload
+from sophia.engine.ports import FencedError, PlatformError, PreflightError
 
 
 @dataclass
@@ -42,24 +42,36 @@ class MemoryPlatform:
         self.calls.append(operation)
         if operation in self.fail_on:
             raise PlatformError(f"{operation} failed (simulated)")
-        if operation != "inspect" and self._token is not None:
+        if operation not in {"inspect", "preflight"} and self._token is not None:
             if self._token < self.highest_fence:
-                raise PlatformError(f"stale fence {self._token} < {self.highest_fence}: another process has the run")
+                raise FencedError(f"stale fence {self._token} < {self.highest_fence}: another process has the run")
             self.highest_fence = self._token
+
+    async def preflight(self) -> None:
+        self._enter("preflight")
+        if not self.slots:
+            raise PreflightError("no services are deployed")
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+    def _workload(self, name: str, track: Track, version: str | None) -> Workload | None:
+        if version is None:
+            return None
+        alive = (name, track.value) not in self.crashed
+        probe = Endpoint(f"memory://{name}/{track.value}")
+        return Workload(version, alive, {"destination_workload": f"{name}-{track.value}"}, probe)
 
     async def inspect(self) -> list[ServiceStatus]:
         self._enter("inspect")
         return [
             ServiceStatus(
                 name=name,
-                stable_version=slot.stable,
-                canary_version=slot.canary,
+                stable=self._workload(name, Track.STABLE, slot.stable),
+                canary=self._workload(name, Track.CANARY, slot.canary),
                 canary_weight=slot.canary_weight,
-                url=f"memory://{name}",
-                stable_url=f"memory://{name}/stable",
-                canary_url=f"memory://{name}/canary" if slot.canary else None,
-                stable_alive=(name, "stable") not in self.crashed,
-                canary_alive=(name, "canary") not in self.crashed if slot.canary else None,
+                entry=Endpoint(f"memory://{name}"),
+                pins={track: {"x-memory-track": track.value} for track in Track},
             )
             for name, slot in self.slots.items()
         ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from sophia.engine.context import RunContext
 from sophia.engine.stages.base import StageResult, passed
 
@@ -13,12 +11,15 @@ class BuildCache:
 
     async def run(self, ctx: RunContext) -> StageResult:
         artifact = await ctx.ports.builder.build(ctx.record.version)
-        ctx.record.artifact = {**asdict(artifact), "path": str(artifact.path)}
+        ctx.record.artifact = artifact.to_dict()
         how = "cache hit" if artifact.cache_hit else f"built in {artifact.build_seconds:.1f}s"
         return passed(
-            f"{artifact.path.name} ({how}; content {artifact.content_hash[:12]}, git {artifact.git_sha[:10]})",
+            f"{artifact.kind.value} {artifact.name} ({how}; content {artifact.content_hash[:12]}, "
+            f"git {artifact.git_sha[:10]})",
             cache_hit=artifact.cache_hit,
             content_hash=artifact.content_hash,
             git_sha=artifact.git_sha,
-            artifact=str(artifact.path),
+            kind=artifact.kind.value,
+            artifact=artifact.reference,
+            images=dict(artifact.images),
         )

@@ -43,7 +43,7 @@ class ReadinessCheck:
         for path in ("/health", "/ready"):
             streak = 0
             while True:
-                result = await ctx.ports.health.probe(status.url.rstrip("/") + path, health.timeout_s)
+                result = await ctx.ports.health.probe(status.entry.at(path), health.timeout_s, status.entry.headers)
                 streak = next_streak(streak, result.ok)
                 if result.ok:
                     break

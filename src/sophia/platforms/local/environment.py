@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from sophia.engine.model import Artifact
-from sophia.engine.ports import PlatformError
+from sophia.engine.ports import PlatformError, PreflightError
 from sophia.platforms.local import instances, supervisor
-from sophia.platforms.local.platform import LocalPlatform
 from sophia.platforms.local.postgres import PostgresError
 from sophia.platforms.local.state import PlatformState, ProcessRef, ServiceSlot
 from sophia.services.sandbox import ensure_sandbox_schema
 
+if TYPE_CHECKING:
+    from sophia.platforms.local.platform import LocalPlatform
 
-class PortTakenError(PlatformError):
+
+class PortTakenError(PreflightError):
     """A configured port is already in use by another program; nothing was started."""
 
 
@@ -52,7 +55,7 @@ def status(platform: LocalPlatform) -> EnvironmentStatus:
 
 def check_ports(platform: LocalPlatform) -> None:
     local = platform.settings.local
-    wanted = {f"router for {s.name}": s.router_port for s in platform.settings.services}
+    wanted = {f"router for {name}": port for name, port in platform.settings.router_ports.items()}
     wanted["router admin API"] = local.router_admin_port
     if not platform.postgres.running():
         wanted["embedded Postgres"] = local.postgres_port
@@ -90,7 +93,7 @@ async def _start(platform: LocalPlatform, baseline: Artifact) -> None:
         database=settings.neon.database,
         router=router,
         router_admin_port=settings.local.router_admin_port,
-        services={s.name: ServiceSlot(router_port=s.router_port) for s in settings.services},
+        services={name: ServiceSlot(router_port=port) for name, port in settings.router_ports.items()},
     )
     platform.save(state)
     dsn = platform.database_url()
@@ -133,8 +136,8 @@ def _start_router(platform: LocalPlatform) -> ProcessRef:
         "--log-level",
         "warning",
     ]
-    for spec in settings.services:
-        argv += ["--listen", f"{spec.name}={spec.router_port}"]
+    for name, port in settings.router_ports.items():
+        argv += ["--listen", f"{name}={port}"]
     return supervisor.spawn(argv, home=platform.paths.home, env={}, log=platform.paths.logs / "router.log")
 
 

@@ -12,13 +12,19 @@ from typing import Any
 
 from sophia.config import Settings
 from sophia.engine.clock import Clock
-from sophia.engine.model import CanarySpec, ServiceStatus, Track, TrackSample
-from sophia.engine.ports import PlatformError
-from sophia.platforms.local import instances, supervisor
+from sophia.engine.model import CanarySpec, Endpoint, ServiceStatus, Track, TrackSample, Workload
+from sophia.engine.ports import FencedError, PlatformError, PreflightError
+from sophia.platforms.local import environment, instances, supervisor
 from sophia.platforms.local.instances import LocalPaths, upstream
 from sophia.platforms.local.postgres import EmbeddedPostgres
 from sophia.platforms.local.router_client import RouterClient, RouterError
+from sophia.platforms.local.router_proxy import ROUTE_HEADER
+from sophia.platforms.local.router_telemetry import NAMESPACE_BY_TRACK
 from sophia.platforms.local.state import Instance, PlatformState, ServiceSlot
+
+# A request carrying ``x-sophia-route: canary`` (or ``stable``) is sent to that track only.
+PINS: dict[Track, dict[str, str]] = {track: {ROUTE_HEADER.decode(): track.value} for track in Track}
+CONFLICT = 409
 
 
 class LocalPlatform:
@@ -50,7 +56,13 @@ class LocalPlatform:
         try:
             await asyncio.gather(*calls)
         except RouterError as exc:
-            raise PlatformError(f"router: {exc}") from exc
+            raise _platform_error(exc) from exc
+
+    async def _admit(self) -> None:
+        """Prove this process still holds the run before it starts or stops processes (the router keeps the
+        fence); a change to the router's routes is fenced by the router itself."""
+        if self.router.fence is not None:
+            await self._routed(self.router.admit_fence())
 
     def _put(self, service: str, slot: ServiceSlot) -> Awaitable[Any]:
         return self.router.put_route(service, upstream(slot.stable), upstream(slot.canary), slot.canary_weight)
@@ -61,9 +73,10 @@ class LocalPlatform:
 
     # -- MetricsSource: the routers are this platform's mesh, so their telemetry is its metrics ----------------------
 
-    async def sample(self, services: Sequence[str]) -> Mapping[tuple[str, Track], TrackSample]:
+    async def sample(self, services: Sequence[ServiceStatus]) -> Mapping[tuple[str, Track], TrackSample]:
+        """The router's per-track tally: it counts by the role a track has now, so a promoted canary is stable."""
         try:
-            return await self.router.telemetry(services)
+            return await self.router.telemetry([s.name for s in services])
         except RouterError as exc:
             raise PlatformError(f"router telemetry unavailable: {exc}") from exc
 
@@ -71,6 +84,15 @@ class LocalPlatform:
 
     def fence(self, token: int) -> None:
         self.router.fence = token
+
+    async def preflight(self) -> None:
+        if not environment.status(self).running:
+            raise PreflightError("the local platform is not running: start it with `sophia local up`")
+        if not await self.router.healthy():
+            raise PreflightError(f"the local router daemon does not answer at {self.router.admin_url}")
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
 
     async def inspect(self) -> list[ServiceStatus]:
         state = self.load()
@@ -87,19 +109,17 @@ class LocalPlatform:
             statuses.append(
                 ServiceStatus(
                     name=spec.name,
-                    stable_version=slot.stable.version if slot.stable else None,
-                    canary_version=slot.canary.version if slot.canary else None,
+                    stable=_workload(slot.stable, Track.STABLE),
+                    canary=_workload(slot.canary, Track.CANARY),
                     canary_weight=route.canary_weight,
-                    url=f"http://127.0.0.1:{slot.router_port}",
-                    stable_url=slot.stable.url if slot.stable else None,
-                    canary_url=slot.canary.url if slot.canary else None,
-                    stable_alive=supervisor.alive(slot.stable),
-                    canary_alive=supervisor.alive(slot.canary) if slot.canary else None,
+                    entry=Endpoint(f"http://127.0.0.1:{slot.router_port}"),
+                    pins=PINS,
                 )
             )
         return statuses
 
     async def deploy_canary(self, spec: CanarySpec) -> None:
+        await self._admit()
         await self.retire_canary()  # canaries left by an earlier run (recorded or stray) never serve this one
         state = self.load()
         dsn = self.database_url()
@@ -133,10 +153,7 @@ class LocalPlatform:
         unknown = sorted(set(weights) - set(state.services))
         if unknown:
             raise PlatformError(f"unknown services: {', '.join(unknown)}")
-        try:
-            await self.router.set_weights(weights)
-        except RouterError as exc:
-            raise PlatformError(f"router: {exc}") from exc
+        await self._routed(self.router.set_weights(weights))
         for name, weight in weights.items():
             state.services[name].canary_weight = weight
         self.save(state)
@@ -153,6 +170,7 @@ class LocalPlatform:
         await self.apply_routes(state)
 
     async def retire_previous(self) -> None:
+        await self._admit()
         state = self.load()
         previous = [slot.previous for slot in state.services.values() if slot.previous]
         await instances.stop(*previous)
@@ -175,6 +193,7 @@ class LocalPlatform:
         await self._routed(*calls)
 
     async def retire_canary(self) -> None:
+        await self._admit()
         state = self.load()
         canaries = {name: slot.canary for name, slot in state.services.items() if slot.canary}
         for name in canaries:
@@ -184,3 +203,23 @@ class LocalPlatform:
         self.save(state)
         keep = {i.pid for slot in state.services.values() for i in slot.instances()}
         await instances.stop(*canaries.values(), *instances.strays(self.paths, keep))
+
+
+def _workload(instance: Instance | None, track: Track) -> Workload | None:
+    """A process as a workload: its traffic is labelled by the router with its role's namespace and its version."""
+    if instance is None:
+        return None
+    alive = supervisor.alive(instance)
+    return Workload(
+        version=instance.version,
+        alive=alive,
+        labels={"destination_workload_namespace": NAMESPACE_BY_TRACK[track], "destination_version": instance.version},
+        probe=Endpoint(instance.url),
+        detail=f"pid {instance.pid}" if alive else f"pid {instance.pid} exited",
+    )
+
+
+def _platform_error(exc: RouterError) -> PlatformError:
+    if exc.status == CONFLICT:
+        return FencedError(f"router: {exc}")
+    return PlatformError(f"router: {exc}")

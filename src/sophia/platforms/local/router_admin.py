@@ -169,6 +169,13 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
         log.info("canary weights: %s", payload)
         return _timed(JSONResponse(all_routes()), started)
 
+    async def post_fence(request: Request) -> JSONResponse:
+        """Admit a fencing token without changing a route: lets a caller prove it still holds the run before it
+        changes something outside the router (starting or stopping processes)."""
+        if refused := fence.admit(request):
+            return refused
+        return JSONResponse({"fence": fence.highest})
+
     async def metrics(_: Request) -> Response:
         return Response(telemetry.exposition(), media_type=METRICS_CONTENT_TYPE)
 
@@ -183,6 +190,7 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
             HttpRoute("/routes", get_routes, methods=["GET"]),
             HttpRoute("/routes/{service}", put_route, methods=["PUT"]),
             HttpRoute("/weights", put_weights, methods=["PUT"]),
+            HttpRoute("/fence", post_fence, methods=["POST"]),
             HttpRoute("/metrics", metrics, methods=["GET"]),
             HttpRoute("/telemetry", telemetry_summary, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),

@@ -97,6 +97,10 @@ class RouterClient:
         data = await self._call("PUT", "/weights", dict(weights))
         return self._routes(data, "PUT /weights")
 
+    async def admit_fence(self) -> None:
+        """Have the router admit this client's fencing token (refused with 409 when a newer one was seen)."""
+        await self._call("POST", "/fence")
+
     async def metrics_text(self) -> str:
         """The router's telemetry in the Prometheus text format."""
         response = await self._request("GET", "/metrics")

@@ -9,6 +9,8 @@ platform finds its own processes by that mark, even one whose starter was killed
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import socket
@@ -27,6 +29,7 @@ from sophia.platforms.local.state import ProcessRef
 # The environment a service process sees: ours to set, nothing inherited but the basics (no stray secrets).
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 MARK = "SOPHIA_PLATFORM_HOME"
+PR_SET_PDEATHSIG = 1
 
 
 def alive(ref: ProcessRef | None) -> bool:
@@ -53,9 +56,26 @@ def owned(home: Path) -> list[tuple[ProcessRef, dict[str, str]]]:
     return found
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: the kernel kills this process when the thread that started it exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def spawn(
-    argv: Sequence[str], *, home: Path, env: Mapping[str, str], log: Path, pass_fds: Sequence[int] = ()
+    argv: Sequence[str],
+    *,
+    home: Path,
+    env: Mapping[str, str],
+    log: Path,
+    pass_fds: Sequence[int] = (),
+    die_with_parent: bool = False,
 ) -> ProcessRef:
+    """Start ``argv`` in its own session, marked as ours; with ``die_with_parent`` its life is tied to ours from
+    its first instruction (tests use it so nothing they start can outlive them)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     base = {k: os.environ[k] for k in _INHERITED if k in os.environ} | {MARK: str(home)}
     with log.open("ab") as out:
@@ -68,6 +88,7 @@ def spawn(
             pass_fds=tuple(pass_fds),
             start_new_session=True,
             close_fds=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()) if die_with_parent else None,  # noqa: PLW1509
         )
     try:
         created = psutil.Process(proc.pid).create_time()

@@ -1,0 +1,144 @@
+"""The real Kubernetes control plane for tests: one per test session (per xdist worker), a fresh pair of namespaces
+per test, the services' environment applied as the cluster admin, and the platform acting as the deployer
+ServiceAccount from ``deploy/k8s`` (its own token), so a verb missing from its Role is a real 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ServiceAccountToken
+
+from sophia.config import Settings, load_config
+from sophia.engine.clock import SystemClock
+from sophia.engine.model import Artifact, ArtifactKind, Track
+from sophia.platforms.kubernetes.api import KubeApi
+from sophia.platforms.kubernetes.base import DEPLOYER, environment
+from sophia.platforms.kubernetes.platform import KubernetesPlatform
+from sophia.rehearsal.controlplane import ControlPlane, kubeconfig, write_private
+from sophia.rehearsal.kubelet import Kubelet
+
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = "v1.0.0"
+
+
+def images(settings: Settings, version: str) -> dict[str, str]:
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, version).hex * 2
+    return {name: f"{settings.release.image_repository(name)}@sha256:{digest}" for name in settings.service_names}
+
+
+def image_artifact(settings: Settings, version: str) -> Artifact:
+    return Artifact(ArtifactKind.IMAGE, settings.release.image_repository("*"), version, "0" * 40, "1" * 64,
+                    cache_hit=False, images=images(settings, version))  # fmt: skip
+
+
+@dataclass
+class Cluster:
+    plane: ControlPlane
+    home: Path
+
+    @property
+    def admin_config(self) -> KubeConfig:
+        return KubeConfig.from_file(self.plane.admin_kubeconfig)
+
+    def admin(self) -> KubeApi:
+        return KubeApi(self.admin_config, context=None, timeout_s=10)
+
+    def kubectl(self, *args: str, kubeconfig_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+        config = kubeconfig_path or self.plane.admin_kubeconfig
+        return subprocess.run(
+            [str(self.plane.binaries.bin("kubectl")), f"--kubeconfig={config}", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    def settings(self, namespace: str, kubeconfig_path: Path | None, **kubernetes: Any) -> Settings:
+        overrides = {
+            "platform": "kubernetes",
+            "metrics": {"source": "prometheus"},
+            "kubernetes": {
+                "namespace": namespace, "canary_namespace": f"{namespace}-canary", "progress_deadline_s": 30,
+                "poll_s": 0.1, "replicas": 1, "canary_replicas": 1, "request_timeout_s": 10,
+                **({"kubeconfig": str(kubeconfig_path)} if kubeconfig_path else {}), **kubernetes,
+            },
+        }  # fmt: skip
+        return load_config(REPO / "sophia.yaml", env={}, overrides=overrides)
+
+    async def bootstrap(self, settings: Settings, version: str = BASELINE) -> None:
+        """The environment from ``deploy/k8s`` (for these namespaces), its Secrets, and the baseline rolled out."""
+        admin = self.admin()
+        try:
+            for obj in environment(settings, version, images(settings, version)):
+                await admin.apply(obj)
+            for namespace in (settings.kubernetes.namespace, settings.kubernetes.canary_namespace):
+                await admin.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                   "metadata": {"name": "sophia-database", "namespace": namespace},
+                                   "stringData": {"url": "postgresql://sophia@db.invalid/neondb"}})  # fmt: skip
+        finally:
+            await admin.aclose()
+
+    async def deployer_kubeconfig(self, namespace: str) -> Path:
+        """A kubeconfig holding a fresh token of the deployer ServiceAccount (and nothing of the admin's)."""
+        async with AsyncClient(self.admin_config, trust_env=False) as client:
+            request = ServiceAccountToken(
+                metadata=ObjectMeta(name=DEPLOYER, namespace=namespace),
+                spec=TokenRequestSpec(audiences=[], expirationSeconds=3600),
+            )
+            answer = await client.create(request, DEPLOYER, namespace=namespace)
+        token = answer.status.token
+        config = kubeconfig(self.plane.url, self.plane.credentials.ca, user=f"{namespace}:{DEPLOYER}", token=token,
+                            namespace=namespace)  # fmt: skip
+        return write_private(self.home / f"{namespace}.kubeconfig", yaml.safe_dump(config))
+
+
+@dataclass
+class KubeWorld:
+    """One test's environment: its settings, the platform as the deployer, the kubelet, and the admin's API."""
+
+    cluster: Cluster
+    settings: Settings
+    platform: KubernetesPlatform
+    kubelet: Kubelet
+    admin: KubeApi
+
+    @property
+    def namespaces(self) -> dict[Track, str]:
+        config = self.settings.kubernetes
+        return {Track.STABLE: config.namespace, Track.CANARY: config.canary_namespace}
+
+
+@asynccontextmanager
+async def kube_world(cluster: Cluster, **kubernetes: Any) -> AsyncIterator[KubeWorld]:
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    settings = cluster.settings(namespace, None, **kubernetes)
+    await cluster.bootstrap(settings)
+    path = await cluster.deployer_kubeconfig(namespace)
+    settings = cluster.settings(namespace, path, **kubernetes)
+    admin = cluster.admin()
+    async with Kubelet(cluster.admin_config, [namespace, f"{namespace}-canary"]) as kubelet:
+        platform = KubernetesPlatform(settings, SystemClock())
+        try:
+            await platform._wait_rollouts(Track.STABLE, settings.service_names)
+            yield KubeWorld(cluster, settings, platform, kubelet, admin)
+        finally:
+            await platform.aclose()
+            await admin.aclose()
+            await asyncio.to_thread(cluster.kubectl, "delete", "namespace", namespace, f"{namespace}-canary",
+                                    "--wait=false")  # fmt: skip
+
+
+def required() -> bool:
+    """Under CI a missing control plane is a failure, not a skip."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
