@@ -26,13 +26,13 @@ from sophia.db.audit_trail import PostgresAuditTrail, ensure_audit_schema
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.context import Ports, RunContext
 from sophia.engine.events import EventBus, EventSink
-from sophia.engine.model import Fault
+from sophia.engine.model import Fault, faults_by_service
 from sophia.engine.ports import MetricsSource, Migrator, Platform
 from sophia.engine.record import RunRecord
 from sophia.engine.session import SessionPolicy
 from sophia.notify import create_dispatcher
 from sophia.platforms.local import environment
-from sophia.platforms.local.platform import LocalPlatform
+from sophia.platforms.local.platform import LocalPlatform, local_dry_run
 from sophia.store.postgres import PostgresStore
 
 
@@ -73,6 +73,23 @@ def _kubernetes(settings: Settings, clock: Clock) -> PlatformParts:
     from sophia.platforms.kubernetes import KubernetesPlatform
 
     return PlatformParts(KubernetesPlatform(settings, clock))
+
+
+def kubernetes_manifests(settings: Settings) -> dict[str, str]:
+    """``deploy/k8s``: relative path → text."""
+    from sophia.platforms.kubernetes.render import manifests
+
+    return manifests(settings)
+
+
+async def dry_run(settings: Settings, version: str, faults: tuple[Fault, ...]) -> str:
+    """What a release would change, without changing anything."""
+    grouped = faults_by_service(faults)
+    if settings.platform == "kubernetes":
+        from sophia.platforms.kubernetes.platform import dry_run as kubernetes_dry_run
+
+        return await kubernetes_dry_run(settings, version, grouped)
+    return local_dry_run(settings, version, grouped)
 
 
 PLATFORMS: dict[str, Callable[[Settings, Clock], PlatformParts]] = {"local": _local, "kubernetes": _kubernetes}

@@ -15,20 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
-from lightkube.models.authentication_v1 import TokenRequestSpec
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ServiceAccountToken
 
 from sophia.config import Settings, load_config
 from sophia.engine.clock import SystemClock
 from sophia.engine.model import Artifact, ArtifactKind, Track
 from sophia.platforms.kubernetes.api import KubeApi
-from sophia.platforms.kubernetes.base import DEPLOYER, environment
 from sophia.platforms.kubernetes.platform import KubernetesPlatform
-from sophia.rehearsal.controlplane import ControlPlane, kubeconfig, write_private
+from sophia.rehearsal.bootstrap import bootstrap, deployer_kubeconfig
+from sophia.rehearsal.controlplane import ControlPlane
 from sophia.rehearsal.kubelet import Kubelet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +50,7 @@ class Cluster:
         return KubeConfig.from_file(self.plane.admin_kubeconfig)
 
     def admin(self) -> KubeApi:
-        return KubeApi(self.admin_config, context=None, timeout_s=10)
+        return KubeApi(self.admin_config, context=None, timeout_s=10, field_manager="sophia-test-admin")
 
     def kubectl(self, *args: str, kubeconfig_path: Path | None = None) -> subprocess.CompletedProcess[str]:
         config = kubeconfig_path or self.plane.admin_kubeconfig
@@ -64,8 +59,13 @@ class Cluster:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
-    def settings(self, namespace: str, kubeconfig_path: Path | None, **kubernetes: Any) -> Settings:
+    def settings(
+        self, namespace: str, kubeconfig_path: Path | None, profile: dict[str, Any] | None = None, **kubernetes: Any
+    ) -> Settings:
+        """The repository's configuration on the Kubernetes platform in ``namespace`` (and its canary twin)."""
+        chosen = {"profile": "test", "profiles": {"test": profile}} if profile else {}
         overrides = {
+            **chosen,
             "platform": "kubernetes",
             "metrics": {"source": "prometheus"},
             "kubernetes": {
@@ -77,30 +77,12 @@ class Cluster:
         return load_config(REPO / "sophia.yaml", env={}, overrides=overrides)
 
     async def bootstrap(self, settings: Settings, version: str = BASELINE) -> None:
-        """The environment from ``deploy/k8s`` (for these namespaces), its Secrets, and the baseline rolled out."""
-        admin = self.admin()
-        try:
-            for obj in environment(settings, version, images(settings, version)):
-                await admin.apply(obj)
-            for namespace in (settings.kubernetes.namespace, settings.kubernetes.canary_namespace):
-                await admin.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                                   "metadata": {"name": "sophia-database", "namespace": namespace},
-                                   "stringData": {"url": "postgresql://sophia@db.invalid/neondb"}})  # fmt: skip
-        finally:
-            await admin.aclose()
+        """The environment from ``deploy/k8s`` (for these namespaces), its Secrets, and the baseline's images."""
+        secrets = {settings.kubernetes.database_secret: "postgresql://sophia@db.invalid/neondb"}
+        await bootstrap(self.admin_config, settings, version, images(settings, version), secrets)
 
     async def deployer_kubeconfig(self, namespace: str) -> Path:
-        """A kubeconfig holding a fresh token of the deployer ServiceAccount (and nothing of the admin's)."""
-        async with AsyncClient(self.admin_config, trust_env=False) as client:
-            request = ServiceAccountToken(
-                metadata=ObjectMeta(name=DEPLOYER, namespace=namespace),
-                spec=TokenRequestSpec(audiences=[], expirationSeconds=3600),
-            )
-            answer = await client.create(request, DEPLOYER, namespace=namespace)
-        token = answer.status.token
-        config = kubeconfig(self.plane.url, self.plane.credentials.ca, user=f"{namespace}:{DEPLOYER}", token=token,
-                            namespace=namespace)  # fmt: skip
-        return write_private(self.home / f"{namespace}.kubeconfig", yaml.safe_dump(config))
+        return await deployer_kubeconfig(self.plane, namespace, self.home / f"{namespace}.kubeconfig")
 
 
 @dataclass
@@ -120,12 +102,14 @@ class KubeWorld:
 
 
 @asynccontextmanager
-async def kube_world(cluster: Cluster, **kubernetes: Any) -> AsyncIterator[KubeWorld]:
+async def kube_world(
+    cluster: Cluster, profile: dict[str, Any] | None = None, **kubernetes: Any
+) -> AsyncIterator[KubeWorld]:
     namespace = f"t{uuid.uuid4().hex[:10]}"
-    settings = cluster.settings(namespace, None, **kubernetes)
+    settings = cluster.settings(namespace, None, profile, **kubernetes)
     await cluster.bootstrap(settings)
     path = await cluster.deployer_kubeconfig(namespace)
-    settings = cluster.settings(namespace, path, **kubernetes)
+    settings = cluster.settings(namespace, path, profile, **kubernetes)
     admin = cluster.admin()
     async with Kubelet(cluster.admin_config, [namespace, f"{namespace}-canary"]) as kubelet:
         platform = KubernetesPlatform(settings, SystemClock())

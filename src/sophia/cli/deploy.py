@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
@@ -25,9 +26,9 @@ FaultOption = Annotated[
 SkipOption = Annotated[list[str] | None, typer.Option("--skip", help="stage to skip (repeatable)")]
 
 
-def _release(settings: Settings, version: str | None, fault: list[str] | None, skip: list[str] | None) -> tuple[
-    str, tuple[Fault, ...], list[str]
-]:  # fmt: skip
+def _release(
+    settings: Settings, version: str | None, fault: list[str] | None, skip: list[str] | None, *, preflight: bool = True
+) -> tuple[str, tuple[Fault, ...], list[str]]:
     """Validate the request completely before anything is started or changed."""
     release = version or settings.release.version
     try:
@@ -40,16 +41,21 @@ def _release(settings: Settings, version: str | None, fault: list[str] | None, s
         fail(f"unknown stage {unknown[0]!r} in --skip (stages: {', '.join(STAGE_NAMES)})")
     if not settings.migrations_dir.is_dir():
         fail(f"migrations folder {settings.migrations_dir} does not exist")
-    require_platform(settings)
+    if preflight:
+        require_platform(settings)
     return release, faults, list(skip or [])
 
 
 def deploy(
     ctx: typer.Context,
+    *,
     version: VersionOption = None,
     fault: FaultOption = None,
     skip: SkipOption = None,
     platform: PlatformOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print every object and change the release would apply; change nothing")
+    ] = False,
 ) -> None:
     """Ship a release through lint-test → build-cache → canary-deploy → migrate-neon → synthetics →
     full-rollout → readiness-check; any failed gate rolls every service back.
@@ -58,7 +64,10 @@ def deploy(
     3 the rollback itself failed.
     """
     settings = state(ctx).settings(platform)
-    release, faults, skipped = _release(settings, version, fault, skip)
+    release, faults, skipped = _release(settings, version, fault, skip, preflight=not dry_run)
+    if dry_run:
+        typer.echo(asyncio.run(wiring.dry_run(settings, release, faults)))
+        return
 
     async def new(rt: wiring.Runtime) -> RunRecord:
         return rt.new_record(release, faults, skipped)

@@ -43,8 +43,8 @@ class Platform(Protocol):
 
     Fencing: every mutating operation (``deploy_canary``, ``set_weights``, ``promote``, ``retire_previous``,
     ``rollback``, ``retire_canary``) carries the token given to ``fence`` and raises ``FencedError`` when the platform
-    has already seen a newer one, so a process that lost its lease cannot change anything. ``inspect`` and
-    ``preflight`` only read. Every mutating operation is idempotent: repeating it after a crash is safe.
+    has already seen a newer one, so a process that lost its lease cannot change anything. ``preflight``,
+    ``inspect`` and ``validate`` only read. Every mutating operation is idempotent: repeating it after a crash is safe.
     """
 
     name: str
@@ -56,6 +56,11 @@ class Platform(Protocol):
 
     async def inspect(self) -> list[ServiceStatus]:
         """Every service's stable and canary workloads and weight, read from the platform itself."""
+        ...
+
+    async def validate(self) -> list[str]:
+        """What is wrong with the platform's resources right now (workloads, services, routes); empty when all is
+        well. Reads only."""
         ...
 
     async def deploy_canary(self, spec: CanarySpec) -> None:

@@ -42,7 +42,7 @@ class MemoryPlatform:
         self.calls.append(operation)
         if operation in self.fail_on:
             raise PlatformError(f"{operation} failed (simulated)")
-        if operation not in {"inspect", "preflight"} and self._token is not None:
+        if operation not in {"inspect", "preflight", "validate"} and self._token is not None:
             if self._token < self.highest_fence:
                 raise FencedError(f"stale fence {self._token} < {self.highest_fence}: another process has the run")
             self.highest_fence = self._token
@@ -51,6 +51,10 @@ class MemoryPlatform:
         self._enter("preflight")
         if not self.slots:
             raise PreflightError("no services are deployed")
+
+    async def validate(self) -> list[str]:
+        self._enter("validate")
+        return [f"{name} {track}: workload exited" for name, track in sorted(self.crashed)]
 
     async def aclose(self) -> None:
         self.calls.append("aclose")

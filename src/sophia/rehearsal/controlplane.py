@@ -29,7 +29,7 @@ from sophia.platforms.local.state import ProcessRef
 
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"
 # What a Deployment needs, and nothing that expects kubelets on nodes (node lifecycle would evict our pods).
 CONTROLLERS = (
     "deployment-controller",

@@ -1,4 +1,5 @@
-"""readiness-check: every service healthy, connected to its database, and serving only the new version.
+"""readiness-check: every service healthy, connected to its database, and serving only the new version, on
+resources the platform finds in order (``Platform.validate``: pods, services, routes).
 
 Each service is probed through its router on ``/health`` and ``/ready`` (which checks the database) with the health
 policy's tolerance: it fails after ``failure_threshold`` consecutive failed attempts, ``interval_s`` apart, as the
@@ -22,6 +23,7 @@ class ReadinessCheck:
         await ctx.stop_traffic()
         services = await ctx.ports.platform.inspect()
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
+        problems += await ctx.ports.platform.validate()
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now())

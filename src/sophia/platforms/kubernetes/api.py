@@ -81,14 +81,22 @@ def _plain(obj: Any) -> Object:
 class KubeApi:
     """Dict-level access to the objects the platform uses, through one lightkube client."""
 
-    def __init__(self, config: KubeConfig, *, context: str | None, timeout_s: float, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        config: KubeConfig,
+        *,
+        context: str | None,
+        timeout_s: float,
+        dry_run: bool = False,
+        field_manager: str = FIELD_MANAGER,
+    ) -> None:
         single = config.get(context) if context else config.get()
         if single is None:
             raise PlatformError(f"kubeconfig has no context {context!r}")
         self.server = single.cluster.server
         self.identity = single.context.user
         self._client = AsyncClient(
-            single, timeout=httpx2.Timeout(timeout_s), field_manager=FIELD_MANAGER, trust_env=False, dry_run=dry_run
+            single, timeout=httpx2.Timeout(timeout_s), field_manager=field_manager, trust_env=False, dry_run=dry_run
         )
         self.calls: Counter[tuple[str, str]] = Counter()
 

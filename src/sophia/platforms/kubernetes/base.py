@@ -14,12 +14,9 @@ from sophia.platforms.kubernetes.objects import (
     PART_OF,
     SERVICE_ACCOUNT,
     Object,
-    container,
-    deployment,
-    destination_rule,
-    pod_template,
-    service,
+    routing,
     virtual_service,
+    workload,
 )
 
 DEPLOYER = "sophia-deployer"
@@ -27,24 +24,24 @@ LABELS = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": 
 INTEGRATIONS = ("comms-mcp", "crm-mcp")  # the services that call out to Slack and HubSpot over HTTPS
 
 # Exactly what the platform adapter does, per namespace (a test compares this with the apiserver's audit log).
-# Server-side apply is a PATCH, and needs "create" too when the object does not exist yet.
+# Server-side apply is a PATCH, which needs "create" too when the object does not exist yet: that is the case for
+# the canary Deployments and the fence ConfigMap only; everything else comes with deploy/k8s.
 STABLE_RULES: list[Object] = [
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch", "create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "patch", "create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch", "create"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list"]},
-    {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"],
-     "verbs": ["get", "list", "patch", "create"]},
-    {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"], "verbs": ["get", "patch", "create"]},
-]  # fmt: skip
+    {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "verbs": ["get", "list", "patch"]},
+    {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"], "verbs": ["get", "patch"]},
+]
 CANARY_RULES: list[Object] = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch", "create"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "patch", "create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "patch"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list"]},
-    {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"], "verbs": ["get", "patch", "create"]},
+    {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"], "verbs": ["get", "patch"]},
 ]
 
 
@@ -78,11 +75,12 @@ def rbac(config: KubernetesPlatformConfig) -> list[Object]:
     # preflight reads the two namespaces, and nothing else outside them
     cluster_rule = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
                     "resourceNames": [config.namespace, config.canary_namespace]}  # fmt: skip
-    out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(DEPLOYER),
+    cluster_name = f"{DEPLOYER}:{config.namespace}"  # one per environment: several may share a cluster
+    out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(cluster_name),
                 "rules": [cluster_rule]})  # fmt: skip
     out.append({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(DEPLOYER),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DEPLOYER},
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(cluster_name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
         "subjects": [subject],
     })  # fmt: skip
     return out
@@ -179,11 +177,8 @@ def stable_workloads(settings: Settings, version: str, images: Mapping[str, str]
     config = settings.kubernetes
     out: list[Object] = []
     for spec in settings.services:
-        main = container(config, spec, Track.STABLE, images[spec.name], version)
-        template = pod_template(config, spec, Track.STABLE, main, version)
-        out.append(deployment(config, spec, Track.STABLE, template, replicas=config.replicas))
-        out += [service(config, spec, t) for t in Track]
-        out += [destination_rule(config, spec, t) for t in Track]
+        out.append(workload(config, spec, Track.STABLE, images[spec.name], version))
+        out += routing(config, spec)
         out.append(virtual_service(config, spec.name, 0))
         out.append(disruption_budget(config, spec.name))
     return out

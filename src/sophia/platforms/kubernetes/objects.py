@@ -11,6 +11,7 @@ the deployment guide's two weighted destinations (``NAME.sophia-canary.svc.clust
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sophia.config import KubernetesPlatformConfig, ServiceSpec
@@ -177,6 +178,29 @@ def destination_rule(config: KubernetesPlatformConfig, spec: ServiceSpec, track:
             },
         },
     }
+
+
+def routing(config: KubernetesPlatformConfig, spec: ServiceSpec) -> list[Object]:
+    """A service's Services and DestinationRules in both namespaces (what its VirtualService routes to)."""
+    return [*(service(config, spec, t) for t in Track), *(destination_rule(config, spec, t) for t in Track)]
+
+
+def workload(
+    config: KubernetesPlatformConfig,
+    spec: ServiceSpec,
+    track: Track,
+    image: str,
+    version: str,
+    *,
+    git_sha: str = "unknown",
+    content_hash: str = "unknown",
+    faults: Mapping[str, float] | None = None,
+) -> Object:
+    """The Deployment of one version of a service on ``track`` (faults: rehearsal faults, canaries only)."""
+    text = ",".join(f"{kind}={value:g}" for kind, value in sorted((faults or {}).items()))
+    main = container(config, spec, track, image, version, git_sha=git_sha, content_hash=content_hash, faults=text)
+    replicas = config.replicas if track is Track.STABLE else config.canary_replicas
+    return deployment(config, spec, track, pod_template(config, spec, track, main, version), replicas=replicas)
 
 
 def gateway_host(config: KubernetesPlatformConfig, name: str) -> str:

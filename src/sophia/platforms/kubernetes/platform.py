@@ -92,7 +92,14 @@ class KubernetesPlatform:
         try:
             api = self.api
             for namespace in (self.config.namespace, self.config.canary_namespace):
-                if await api.get("Namespace", None, namespace) is None:
+                try:
+                    found = await api.get("Namespace", None, namespace)
+                except KubeApiError as exc:
+                    if exc.status != 403:
+                        raise
+                    raise PreflightError(f"namespace {namespace} does not exist or is not granted to these "
+                                         f"credentials ({exc})") from None  # fmt: skip
+                if found is None:
                     raise PreflightError(f"namespace {namespace} does not exist: apply deploy/k8s first")
             await api.list("VirtualService", self.config.namespace)
         except KubeApiError as exc:
@@ -138,18 +145,14 @@ class KubernetesPlatform:
         await writer.admit()
 
         async def start(service: ServiceSpec) -> None:
-            for track in Track:
-                await writer.put(objects.service(self.config, service, track))
-                await writer.put(objects.destination_rule(self.config, service, track))
-            await self._set_weight(service.name, 0)
-            faults = ",".join(f"{k}={v:g}" for k, v in sorted(spec.faults.get(service.name, {}).items()))
-            main = objects.container(self.config, service, Track.CANARY, spec.artifact.image(service.name),
-                                     spec.version, git_sha=spec.artifact.git_sha,
-                                     content_hash=spec.artifact.content_hash, faults=faults)  # fmt: skip
-            template = objects.pod_template(self.config, service, Track.CANARY, main, spec.version)
-            deployment = objects.deployment(self.config, service, Track.CANARY, template,
-                                            replicas=self.config.canary_replicas)  # fmt: skip
-            await writer.put(deployment)
+            for obj in objects.routing(self.config, service):
+                await writer.put(obj)
+            await self._set_weights({service.name: 0})
+            await writer.put(objects.workload(
+                self.config, service, Track.CANARY, spec.artifact.image(service.name), spec.version,
+                git_sha=spec.artifact.git_sha, content_hash=spec.artifact.content_hash,
+                faults=spec.faults.get(service.name),
+            ))  # fmt: skip
 
         await self._each(start)
         try:
@@ -169,10 +172,19 @@ class KubernetesPlatform:
         if bad:
             raise PlatformError(f"weights must be integers from 0 to 100: {bad}")
         await self.writer.admit()
-        await asyncio.gather(*(self._set_weight(name, weight) for name, weight in weights.items()))
+        await self._set_weights(weights)
 
-    async def _set_weight(self, name: str, weight: int) -> None:
-        """One VirtualService at ``weight``, created in the guide's shape if missing; then read back."""
+    async def _set_weights(self, weights: Mapping[str, int]) -> None:
+        """Every VirtualService at its weight, at once: one list to read them all, one apply per service."""
+        listed = by_name(await self.api.list("VirtualService", self.config.namespace, SELECT))
+        await self._each(
+            lambda s: self._set_weight(s.name, weights[s.name], listed.get(s.name)),
+            [s for s in self._specs if s.name in weights],
+        )
+
+    async def _set_weight(self, name: str, weight: int, read: Object | None) -> None:
+        """One VirtualService at ``weight``, created in the guide's shape if missing; the object the apiserver
+        stored (its answer to the apply, or a fresh read) must show the weight."""
 
         def weighted(current: Object | None) -> Object | None:
             fresh = objects.virtual_service(self.config, name, weight)
@@ -181,7 +193,9 @@ class KubernetesPlatform:
             if objects.canary_weight(current, self.config) == weight:
                 return None
             desired = desired_from(current)
-            routes = desired["spec"].setdefault("http", [])
+            spec: Object = desired.get("spec") or fresh["spec"]
+            desired["spec"] = spec
+            routes: list[Object] = spec.setdefault("http", [])
             primary = next((r for r in routes if r.get("name") == "primary"), None)
             wanted = fresh["spec"]["http"][-1]
             if primary is None:
@@ -190,11 +204,10 @@ class KubernetesPlatform:
                 primary["route"] = wanted["route"]
             return desired
 
-        await self.writer.change("VirtualService", self.config.namespace, name, weighted)
-        stored = await self.api.get("VirtualService", self.config.namespace, name)
-        read = None if stored is None else objects.canary_weight(stored, self.config)
-        if read != weight:
-            raise PlatformError(f"VirtualService {name}: canary weight reads back as {read}, not {weight}")
+        stored = await self.writer.change("VirtualService", self.config.namespace, name, weighted, read=read)
+        found = None if stored is None else objects.canary_weight(stored, self.config)
+        if found != weight:
+            raise PlatformError(f"VirtualService {name}: canary weight reads back as {found}, not {weight}")
 
     # -- promotion and rollback -------------------------------------------------------------------------------
 
@@ -221,7 +234,7 @@ class KubernetesPlatform:
 
         await self._each(to_stable, promoting)
         await self._wait_rollouts(Track.STABLE, [s.name for s in promoting])
-        await asyncio.gather(*(self._set_weight(s.name, 0) for s in self._specs))
+        await self._set_weights(dict.fromkeys(self.settings.service_names, 0))
         await self._scale_canaries(0)
 
     async def retire_previous(self) -> None:
@@ -240,9 +253,9 @@ class KubernetesPlatform:
     async def rollback(self) -> None:
         writer = self.writer
         await writer.admit()
-        await asyncio.gather(*(self._set_weight(s.name, 0) for s in self._specs))
-        view = await self.view()
-        undo = [s.name for s in self._specs if _undo_revision(view.deployment(Track.STABLE, s.name)) is not None]
+        await self._set_weights(dict.fromkeys(self.settings.service_names, 0))
+        stable = by_name(await self.api.list("Deployment", self.config.namespace, SELECT))
+        undo = [name for name, deployment in stable.items() if _undo_revision(deployment) is not None]
         if not undo:
             return
         replicasets = await self.api.list("ReplicaSet", self.config.namespace, SELECT)
@@ -337,3 +350,33 @@ def _keep_undo(desired: Object, current: Object) -> Object:
 def _owned_by(replicaset: Object, deployment: Object) -> bool:
     uid = deployment["metadata"].get("uid")
     return any(ref.get("uid") == uid for ref in replicaset["metadata"].get("ownerReferences", []))
+
+
+async def dry_run(settings: Settings, version: str, faults: Mapping[str, Mapping[str, float]]) -> str:
+    """Every object and change a release would apply, as YAML; with a reachable cluster each one is also sent as
+    a server-side dry run (validated by the API server, stored nowhere). Nothing is changed either way."""
+    from sophia.platforms.kubernetes.render import release_plan, render_plan, tag_images
+
+    plan = release_plan(settings, version, tag_images(settings, version), faults)
+    try:
+        api = KubeApi(credentials.load(settings), context=settings.kubernetes.context,
+                      timeout_s=settings.kubernetes.request_timeout_s, dry_run=True)  # fmt: skip
+    except PlatformError as exc:
+        return render_plan(plan) + f"\n# not checked against a cluster ({exc}): rendered from the configuration\n"
+    try:
+        try:
+            await api.get("Namespace", None, settings.kubernetes.namespace)
+        except KubeApiError as exc:
+            return render_plan(plan) + f"\n# not checked against a cluster ({exc}): rendered from the configuration\n"
+        refused = []
+        for change in plan:
+            try:
+                await api.apply(change.obj)
+            except KubeApiError as exc:
+                refused.append(str(exc))
+    finally:
+        await api.aclose()
+    verdict = (f"# the API server at {api.server} refused {len(refused)} of {len(plan)} changes (dry run):\n"
+               + "".join(f"#   {r}\n" for r in refused)) if refused else (
+        f"# every change passed a server-side dry run on {api.server}; nothing was changed\n")  # fmt: skip
+    return render_plan(plan) + "\n" + verdict

@@ -70,14 +70,17 @@ class FencedWriter:
         meta["annotations"] = {**meta.get("annotations", {}), FENCE_ANNOTATION: str(self.token)}
         return obj
 
-    async def change(self, kind: str, namespace: str, name: str, mutate: Mutation) -> Object | None:
+    async def change(
+        self, kind: str, namespace: str, name: str, mutate: Mutation, *, read: Object | None = None
+    ) -> Object | None:
         """Apply ``mutate(current)`` fenced and conditional on ``current``; a conflict starts again from a fresh read.
 
-        Returns the stored object (None when ``mutate`` decided there was nothing to change).
+        ``read`` is the object as a recent list found it (saving the first read). Returns the object as stored
+        after the change (or as found, when ``mutate`` decided there was nothing to change).
         """
         where = f"{kind} {namespace}/{name}"
-        for _ in range(self._retries):
-            current = await self._api.get(kind, namespace, name)
+        for attempt in range(self._retries):
+            current = read if attempt == 0 and read is not None else await self._api.get(kind, namespace, name)
             self.check(current, where)
             desired = mutate(deepcopy(current) if current is not None else None)
             if desired is None:

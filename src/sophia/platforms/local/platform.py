@@ -94,6 +94,25 @@ class LocalPlatform:
     async def aclose(self) -> None:
         await self.router.aclose()
 
+    async def validate(self) -> list[str]:
+        """Every recorded process alive, and the router's routes what the platform's record says they are."""
+        state = self.load()
+        try:
+            routes = await self.router.routes()
+        except RouterError as exc:
+            return [f"router daemon unreachable: {exc}"]
+        found = []
+        for name, slot in state.services.items():
+            found += [f"{name} {i.track}: process {i.pid} exited" for i in slot.instances() if not supervisor.alive(i)]
+            route = routes.get(name)
+            if route is None:
+                found.append(f"{name}: the router has no route")
+                continue
+            want = (upstream(slot.stable), upstream(slot.canary), slot.canary_weight)
+            if (route.stable, route.canary, route.canary_weight) != want:
+                found.append(f"{name}: the router's route differs from the platform's record")
+        return found
+
     async def inspect(self) -> list[ServiceStatus]:
         state = self.load()
         try:
@@ -223,3 +242,16 @@ def _platform_error(exc: RouterError) -> PlatformError:
     if exc.status == CONFLICT:
         return FencedError(f"router: {exc}")
     return PlatformError(f"router: {exc}")
+
+
+def local_dry_run(settings: Settings, version: str, faults: Mapping[str, Mapping[str, float]]) -> str:
+    """What a release would change on the local platform, in words: processes and router weights."""
+    steps = " → ".join(f"{w} %" for w in settings.policy.canary.steps)
+    lines = [f"# the local platform would ship {version}:"]
+    for name, port in settings.router_ports.items():
+        fault = ", ".join(f"{k}={v:g}" for k, v in sorted(faults.get(name, {}).items()))
+        faulted = f" with faults {fault}" if fault else ""
+        lines.append(f"#   {name}: start a canary process of {version} from the release wheel{faulted}; "
+                     f"router :{port} canary weight {steps}, then 100 %")  # fmt: skip
+    lines.append("# nothing was changed")
+    return "\n".join(lines) + "\n"
