@@ -77,7 +77,7 @@ async def measure(plane: ControlPlane, home: Path, namespace: str, services: int
     async with Kubelet(admin_config, [namespace, f"{namespace}-canary"]):
         platform = KubernetesPlatform(settings, SystemClock())
         try:
-            await platform._wait_rollouts(Track.STABLE, names)
+            await platform.wait_for_rollouts(Track.STABLE, names)
             platform.fence(1)
             await platform.deploy_canary(CanarySpec("bench", "v2.0.0", artifact))
             rollbacks, writes = [], []

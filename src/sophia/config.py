@@ -253,6 +253,27 @@ class GatewayConfig(_Model):
     domain: str = "sophia.internal"  # each service is reached as NAME.<domain> through the gateway
 
 
+class RehearsalConfig(_Model):
+    """The Kubernetes rehearsal on this machine (``sophia rehearse up``): a real control plane, a kubelet and a mesh
+    stand-in, Prometheus and an embedded Postgres, on these loopback ports."""
+
+    apiserver_port: Port = 16443
+    etcd_port: Port = 12379
+    etcd_peer_port: Port = 12380
+    router_admin_port: Port = 19900
+    gateway_port: Port = 19080
+    router_port_base: Port = 19001
+    prometheus_port: Port = 19090
+    postgres_port: Port = 55433
+    baseline_version: str = "v1.0.0"
+    startup_timeout_s: Seconds = 120.0
+
+    @field_validator("baseline_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return check_version(value)
+
+
 class ResourcesConfig(_Model):
     """Requests and limits of every service container (Kubernetes quantities)."""
 
@@ -302,6 +323,9 @@ class LintTestConfig(_Model):
 class ReleaseConfig(_Model):
     version: str = "v1.1.0"
     registry: str = "ghcr.io"  # REGISTRY
+    # What build-cache makes: a wheel (the local platform) or images; "rehearsal" publishes the wheel to the
+    # rehearsal's registry and names an image per service by its digest. Default: by platform.
+    builder: Literal["wheel", "rehearsal"] | None = None
     owner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")] = "sophia-ai"  # GITHUB_REPOSITORY_OWNER
 
     def image_repository(self, service: str) -> str:
@@ -361,6 +385,7 @@ class Settings(_Model):
     profiles: dict[str, Profile] = Field(default_factory=lambda: {"production": Profile()})
     local: LocalPlatformConfig = LocalPlatformConfig()
     kubernetes: KubernetesPlatformConfig = KubernetesPlatformConfig()
+    rehearsal: RehearsalConfig = RehearsalConfig()
     lint_test: LintTestConfig = Field(default_factory=LintTestConfig, alias="lint-test")
     # Relative paths are read from the configuration file's folder (migrations_dir from source_dir).
     source_dir: Path = Path(".")  # the checkout being released (built by build-cache, linted by lint-test)
@@ -548,12 +573,32 @@ def load_config(
         )
     except ValidationError as exc:
         raise ConfigError(_describe(exc, "environment")) from exc
-    merged = _merge(_merge(raw, _env_overrides(seed_env)), overrides or {})
+    env_tree, explicit = _env_overrides(seed_env), overrides or {}
+    rehearsal = _rehearsal(_merge(_merge(raw, env_tree), explicit), config_path)
+    merged = _merge(_merge(_merge(raw, rehearsal), env_tree), explicit)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(config_path))) from exc
     return _anchor_paths(_apply_canary_percentage(settings, seed_env.CANARY_PERCENTAGE), config_path.parent)
+
+
+REHEARSAL_ENDPOINTS = Path("rehearsal") / "endpoints.yaml"
+
+
+def _rehearsal(chosen: Mapping[str, Any], config_path: Path) -> dict[str, Any]:
+    """While a rehearsal is up, ``--platform kubernetes`` uses its endpoints (kubeconfig, gateway, Prometheus,
+    database, registry), recorded by ``sophia rehearse up`` in ``<state_dir>/rehearsal/endpoints.yaml``; the
+    environment and the command line still win over them, the file's own values do not."""
+    if chosen.get("platform") != "kubernetes":
+        return {}
+    state_dir = Path(str(chosen.get("state_dir") or ".sophia"))
+    path = (config_path.parent / state_dir / REHEARSAL_ENDPOINTS).absolute()
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _anchor_paths(settings: Settings, folder: Path) -> Settings:

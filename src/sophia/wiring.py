@@ -13,6 +13,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sophia.build.commands import SubprocessRunner
 from sophia.build.wheel import WheelBuilder
@@ -27,7 +28,7 @@ from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.context import Ports, RunContext
 from sophia.engine.events import EventBus, EventSink
 from sophia.engine.model import Fault, faults_by_service
-from sophia.engine.ports import MetricsSource, Migrator, Platform
+from sophia.engine.ports import Builder, MetricsSource, Migrator, Platform
 from sophia.engine.record import RunRecord
 from sophia.engine.session import SessionPolicy
 from sophia.notify import create_dispatcher
@@ -50,6 +51,9 @@ def actor() -> str:
 def new_run_id(clock: Clock) -> str:
     return clock.now().strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
+
+if TYPE_CHECKING:
+    from sophia.rehearsal.environment import RehearsalStatus
 
 EnvironmentStatus = environment.EnvironmentStatus
 
@@ -113,7 +117,7 @@ async def local_up(settings: Settings) -> tuple[bool, EnvironmentStatus]:
     """Start the local platform on the configured baseline; False when it was already running."""
     platform = local_platform(settings)
     try:
-        artifact = await asyncio.to_thread(builder(settings).build_sync, settings.local.baseline_version)
+        artifact = await asyncio.to_thread(wheels(settings).build_sync, settings.local.baseline_version)
         started = await environment.up(platform, artifact)
         return started, environment.status(platform)
     finally:
@@ -129,8 +133,48 @@ def local_status(settings: Settings) -> EnvironmentStatus:
     return environment.status(local_platform(settings))
 
 
-def builder(settings: Settings) -> WheelBuilder:
+def wheels(settings: Settings) -> WheelBuilder:
+    """The release wheel of the checkout, cached by content (what the local platform runs)."""
     return WheelBuilder(settings.source_dir, settings.state_dir / "artifacts")
+
+
+def _rehearsal_images(settings: Settings) -> Builder:
+    from sophia.build.registry import WheelImages, WheelRegistry
+
+    return WheelImages(settings, WheelRegistry(settings.state_dir / "rehearsal" / "registry"))
+
+
+BUILDERS: dict[str, Callable[[Settings], Builder]] = {"wheel": wheels, "rehearsal": _rehearsal_images}
+
+
+def builder(settings: Settings) -> Builder:
+    """What build-cache makes: ``release.builder``, by default a wheel on the local platform."""
+    kind = settings.release.builder or ("wheel" if settings.platform == "local" else None)
+    if kind is None:
+        raise ConfigError(
+            "release.builder: the kubernetes platform runs container images, and no image builder is configured; "
+            "rehearse with `sophia rehearse up`, which publishes images to its own registry"
+        )
+    return BUILDERS[kind](settings)
+
+
+async def rehearse_up(settings: Settings) -> tuple[bool, RehearsalStatus]:
+    from sophia.rehearsal import environment as rehearsal
+
+    started = await rehearsal.up(settings)
+    return started, rehearsal.status(settings)
+
+
+async def rehearse_down(settings: Settings) -> int:
+    from sophia.rehearsal import environment as rehearsal
+
+    return await rehearsal.down(settings)
+
+
+def rehearse_status(settings: Settings) -> RehearsalStatus:
+    from sophia.rehearsal import environment as rehearsal
+
+    return rehearsal.status(settings)
 
 
 def metrics_source(settings: Settings, parts: PlatformParts) -> MetricsSource:

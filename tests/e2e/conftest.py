@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,9 @@ import pytest
 import yaml
 
 from sophia.platforms.local.postgres import EmbeddedPostgres
+from sophia.rehearsal.controlplane import Binaries
 from tests.conftest import free_port
+from tests.fakes.cluster import required
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +30,15 @@ REPO = Path(__file__).resolve().parents[2]
 class Cli:
     config: Path
     state_dir: Path
+    platform: str = "local"
+
+    @property
+    def environment(self) -> tuple[str, str]:
+        """The commands that bring this platform up and down on this machine."""
+        return ("local", "up") if self.platform == "local" else ("rehearse", "up")
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self(self.environment[0], "down")
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -35,7 +47,10 @@ class Cli:
 
     def database_url(self) -> str:
         """The embedded server's DSN for the database the platform uses (where the run store lives)."""
-        server = EmbeddedPostgres(self.state_dir / "local" / "pg", self.settings["local"]["postgres_port"])
+        where, port = (
+            ("local", self.settings["local"]) if self.platform == "local" else ("rehearsal", self.settings["rehearsal"])
+        )
+        server = EmbeddedPostgres(self.state_dir / where / "pg", port["postgres_port"])
         return server.dsn(self.settings.get("neon", {}).get("database", "neondb"))
 
     def start(self, *args: str) -> subprocess.Popen[str]:
@@ -70,13 +85,17 @@ class Cli:
         return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.is_symlink()) if runs.exists() else []
 
 
-def write_config(folder: Path, state_dir: Path, **changes: Any) -> Path:
+def write_config(folder: Path, state_dir: Path, platform: str = "local", **changes: Any) -> Path:
     """The repository's sophia.yaml with free ports, a private state folder, and the checkout as source."""
     raw = yaml.safe_load((REPO / "sophia.yaml").read_text())
+    raw["platform"] = platform
     raw["source_dir"] = str(REPO)
     raw["state_dir"] = str(state_dir)
     raw["local"].update({"postgres_port": free_port(), "router_admin_port": free_port()})
     raw["local"]["router_ports"] = {service["name"]: free_port() for service in raw["services"]}
+    ports = ("apiserver_port", "etcd_port", "etcd_peer_port", "router_admin_port", "gateway_port", "prometheus_port",
+             "postgres_port")  # fmt: skip
+    raw["rehearsal"] = {**{name: free_port() for name in ports}, "router_port_base": _free_run(len(raw["services"]))}
     raw.update(changes)
     path = folder / "sophia.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -97,19 +116,47 @@ def leftovers(state_dir: Path) -> list[str]:
     return found
 
 
+def _free_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the rehearsal's router listens on a run of them)."""
+    while True:
+        first = free_port()
+        ports = range(first, first + count)
+        if all(_bindable(p) for p in ports):
+            return first
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that names ``PLATFORMS`` runs its tests on each (the local platform, the Kubernetes rehearsal)."""
+    if "platform_name" in metafunc.fixturenames:
+        metafunc.parametrize("platform_name", getattr(metafunc.module, "PLATFORMS", ("local",)), scope="module")
+
+
 @pytest.fixture(scope="module")
-def cli(request: pytest.FixtureRequest) -> Iterator[Cli]:
-    """A running local platform; a test module may define ``config_changes(home) -> dict`` to adjust its config."""
+def cli(request: pytest.FixtureRequest, platform_name: str) -> Iterator[Cli]:
+    """A running local platform or Kubernetes rehearsal; a test module may define ``config_changes(home) -> dict``
+    to adjust its config."""
+    if platform_name == "kubernetes" and Binaries.find() is None:
+        message = "the Kubernetes control plane is not built: run tools/controlplane/build.sh"
+        pytest.fail(message) if required() else pytest.skip(message)
     # Outside pytest's temporary tree: the embedded Postgres runs as another user when we are root.
     home = Path(tempfile.mkdtemp(prefix="sophia-e2e-"))
     state_dir = home / ".sophia"
     state_dir.mkdir()
     changes = getattr(request.module, "config_changes", lambda _home: {})(home)
-    runner = Cli(write_config(home, state_dir, **changes), state_dir)
-    up = runner("local", "up")
+    runner = Cli(write_config(home, state_dir, platform_name, **changes), state_dir, platform_name)
+    up = runner(*runner.environment, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield runner
     finally:
-        runner("local", "down")
+        runner.down()
         shutil.rmtree(home, ignore_errors=True)

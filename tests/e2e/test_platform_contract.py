@@ -56,7 +56,7 @@ async def _local(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Subje
     platform = wiring.create_platform(settings, SystemClock())
     stack.push_async_callback(platform.aclose)
     baseline = {s.stable_version for s in await platform.inspect()}.pop() or "v1.0.0"
-    artifact = wiring.builder(settings).build_sync(VERSION)
+    artifact = wiring.wheels(settings).build_sync(VERSION)
 
     async def restore() -> None:
         platform.fence(next(_tokens))

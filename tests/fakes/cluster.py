@@ -114,7 +114,7 @@ async def kube_world(
     async with Kubelet(cluster.admin_config, [namespace, f"{namespace}-canary"]) as kubelet:
         platform = KubernetesPlatform(settings, SystemClock())
         try:
-            await platform._wait_rollouts(Track.STABLE, settings.service_names)
+            await platform.wait_for_rollouts(Track.STABLE, settings.service_names)
             yield KubeWorld(cluster, settings, platform, kubelet, admin)
         finally:
             await platform.aclose()

@@ -79,7 +79,7 @@ class TrafficDriver:
                     stats.dropped += 1
                 else:
                     template = self._random.choices(templates, weights)[0]
-                    task = asyncio.create_task(_send(session, target.url, template, stats))
+                    task = asyncio.create_task(_send(session, target, template, stats))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 next_at += self._interval
@@ -90,10 +90,14 @@ class TrafficDriver:
             await asyncio.gather(*in_flight, return_exceptions=True)
 
 
-async def _send(session: aiohttp.ClientSession, base: str, template: RequestTemplate, stats: TrafficStats) -> None:
+async def _send(
+    session: aiohttp.ClientSession, target: TrafficTarget, template: RequestTemplate, stats: TrafficStats
+) -> None:
+    """One request to the target's entry, with the entry's own headers (a gateway's Host)."""
     stats.sent += 1
+    url = target.url.rstrip("/") + template.path
     try:
-        async with session.request(template.method, base.rstrip("/") + template.path, json=template.body) as reply:
+        async with session.request(template.method, url, json=template.body, headers=dict(target.headers)) as reply:
             await reply.read()
     except (aiohttp.ClientError, TimeoutError):
         stats.errors += 1

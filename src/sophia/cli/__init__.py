@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sophia.cli import checks, deploy, k8s, local, runs, status
+from sophia.cli import checks, deploy, k8s, local, rehearse, runs, status
 from sophia.cli.common import app_state
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("synthetics")(checks.synthetics)
 app.add_typer(runs.app, name="runs")
 app.add_typer(local.app, name="local")
 app.add_typer(k8s.app, name="k8s")
+app.add_typer(rehearse.app, name="rehearse")
 
 
 def _mount_optional() -> None:

@@ -30,6 +30,7 @@ def row(status: ServiceStatus) -> dict[str, Any]:
         "canary_version": status.canary_version,
         "canary_weight": status.canary_weight,
         "url": status.entry.url,
+        "headers": dict(status.entry.headers),  # what a request to ``url`` carries (a gateway's Host)
         "stable": _workload(status.stable),
         "canary": _workload(status.canary),
     }

@@ -5,7 +5,7 @@ one watches the pods of the given namespaces, binds each to the node ``rehearsal
 patches ``pods/status`` the way a kubelet would once the pod's containers ran: Ready, held not-ready, or
 crash-looping, as told per (namespace, app) with ``hold``. A pod marked for deletion is removed at once (its
 containers are gone). ``Kubelet`` only marks pods; a runner that really starts each container as a process plugs
-in through ``PodRunner``.
+in through ``PodRunner`` (``pods.py`` runs each container as a local process).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -25,7 +26,10 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
+from sophia.rehearsal.changes import Changes
+
 NODE = "rehearsal-node"
+RESYNC_S = 1.0  # a look at every pod even when nothing was signalled
 # The legacy bindings endpoint, as a generic resource: its answer is a Status, which the typed model cannot hold.
 PodBinding = create_namespaced_resource("", "v1", "Binding", "bindings")
 Object = dict[str, Any]
@@ -41,9 +45,20 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def pod_status(pod: Object, behaviour: Behaviour, ip: str) -> Object:
-    """The ``status`` a kubelet would report for ``pod`` behaving as ``behaviour``."""
+@dataclass(frozen=True)
+class PodState:
+    """How a pod's container is doing, as its runner sees it."""
+
+    behaviour: Behaviour
+    ip: str
+    reason: str = ""  # why it is waiting (CrashLoopBackOff, CreateContainerConfigError: ...)
+    restarts: int = 0
+
+
+def pod_status(pod: Object, state: PodState) -> Object:
+    """The ``status`` a kubelet would report for ``pod`` in ``state``."""
     now = _now()
+    behaviour, ip = state.behaviour, state.ip
     ready = behaviour is Behaviour.READY
 
     def condition(kind: str, status: bool) -> Object:
@@ -51,15 +66,13 @@ def pod_status(pod: Object, behaviour: Behaviour, ip: str) -> Object:
 
     containers = []
     for container in pod["spec"]["containers"]:
-        state: Object
-        if behaviour is Behaviour.CRASH_LOOP:
-            state = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}}
-        else:
-            state = {"running": {"startedAt": now}}
         crashing = behaviour is Behaviour.CRASH_LOOP
+        reason, _, message = (state.reason or "CrashLoopBackOff: back-off restarting failed container").partition(": ")
+        current = {"waiting": {"reason": reason, "message": message}} if crashing else {"running": {"startedAt": now}}
+        restarts = state.restarts or (3 if crashing else 0)
         containers.append({
             "name": container["name"], "image": container["image"], "imageID": "", "ready": ready,
-            "started": not crashing, "restartCount": 3 if crashing else 0, "state": state,
+            "started": not crashing, "restartCount": restarts, "state": current,
         })  # fmt: skip
     return {
         "phase": "Running",
@@ -78,11 +91,15 @@ def pod_status(pod: Object, behaviour: Behaviour, ip: str) -> Object:
 
 
 class PodRunner(Protocol):
-    """What happens to a bound pod's containers; returns how the pod behaves now."""
+    """What happens to a bound pod's containers."""
 
-    async def sync(self, pod: Object) -> Behaviour: ...
+    async def sync(self, pod: Object) -> PodState:
+        """Keep the pod's container going; how it is doing now."""
+        ...
 
-    async def remove(self, pod: Object) -> None: ...
+    async def remove(self, pod: Object) -> bool:
+        """Stop the pod's container; True once it has stopped."""
+        ...
 
 
 class Kubelet:
@@ -93,30 +110,37 @@ class Kubelet:
         self._namespaces = list(namespaces)
         self._runner = runner
         self._held: dict[tuple[str, str], Behaviour] = {}
-        self._reported: dict[tuple[str, str], Behaviour] = {}
+        self._reported: dict[tuple[str, str], PodState] = {}
         self._ips: dict[tuple[str, str], str] = {}
         self._next_ip = itertools.count(2)
         self._tasks: list[asyncio.Task[None]] = []
-        self._changed = asyncio.Event()
+        self.changes = Changes(self._client, [(Pod, ns) for ns in self._namespaces])
 
     def hold(self, namespace: str, app: str, behaviour: Behaviour) -> None:
         """Make every pod of ``app`` in ``namespace`` behave so from now on (existing pods included)."""
         self._held[(namespace, app)] = behaviour
-        self._changed.set()
+        self.changes.poke()
 
-    def behaviour(self, pod: Object) -> Behaviour:
+    def _marked(self, pod: Object, key: tuple[str, str]) -> PodState:
+        """Without a runner: the behaviour the pod is held to, at an address of its own."""
         meta = pod["metadata"]
-        return self._held.get((meta["namespace"], meta.get("labels", {}).get("app", "")), Behaviour.READY)
+        if key not in self._ips:
+            n = next(self._next_ip)
+            self._ips[key] = f"10.244.{n // 250}.{n % 250 + 2}"
+        return PodState(self._held.get((meta["namespace"], meta.get("labels", {}).get("app", "")), Behaviour.READY),
+                        self._ips[key])  # fmt: skip
 
     async def __aenter__(self) -> Kubelet:
         await self._ensure_node()
-        self._tasks = [asyncio.create_task(self._loop(ns), name=f"kubelet:{ns}") for ns in self._namespaces]
+        await self.changes.start()
+        self._tasks = [asyncio.create_task(self._loop(), name="kubelet")]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.changes.stop()
         await self._client.close()
 
     async def _ensure_node(self) -> None:
@@ -129,25 +153,21 @@ class Kubelet:
                              "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"}}}  # fmt: skip
         await self._client.patch(Node.Status, NODE, status, patch_type=PatchType.MERGE)
 
-    async def _loop(self, namespace: str) -> None:
-        """Sync every pod of the namespace whenever something changes (polled briefly, so a missed watch event
-        or a behaviour change is picked up within a fraction of a second)."""
+    async def _loop(self) -> None:
+        """Sync every pod whenever a pod changed, a runner's container did, or a resync is due."""
         while True:
-            self._changed.clear()
+            pods = [pod for ns in self._namespaces for pod in self.changes.of(Pod, ns).values()]
             with contextlib.suppress(ApiError):
-                pods = [pod.to_dict() async for pod in self._client.list(Pod, namespace=namespace)]
                 await asyncio.gather(*(self._sync(pod) for pod in pods))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self._changed.wait()
+            await self.changes.wait(RESYNC_S)
 
     async def _sync(self, pod: Object) -> None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
         try:
             if meta.get("deletionTimestamp"):
-                if self._runner is not None:
-                    await self._runner.remove(pod)
+                if self._runner is not None and not await self._runner.remove(pod):
+                    return  # still stopping: looked at again on the next round
                 await self._client.delete(Pod, meta["name"], namespace=meta["namespace"], grace_period=0)
                 self._reported.pop(key, None)
                 return
@@ -159,16 +179,12 @@ class Kubelet:
                     target={"apiVersion": "v1", "kind": "Node", "name": NODE},
                 )
                 await self._client.create(binding)
-            behaviour = await self._runner.sync(pod) if self._runner is not None else self.behaviour(pod)
-            if self._reported.get(key) is behaviour:
+            state = await self._runner.sync(pod) if self._runner is not None else self._marked(pod, key)
+            if self._reported.get(key) == state:
                 return
-            if key not in self._ips:
-                n = next(self._next_ip)
-                self._ips[key] = f"10.244.{n // 250}.{n % 250 + 2}"
-            ip = self._ips[key]
-            await self._client.patch(Pod.Status, meta["name"], {"status": pod_status(pod, behaviour, ip)},
+            await self._client.patch(Pod.Status, meta["name"], {"status": pod_status(pod, state)},
                                      namespace=meta["namespace"], patch_type=PatchType.MERGE)  # fmt: skip
-            self._reported[key] = behaviour
+            self._reported[key] = state
         except ApiError as exc:
             if exc.status.code != 404:
                 raise

@@ -1,5 +1,6 @@
 """readiness-check: every service healthy, connected to its database, and serving only the new version, on
-resources the platform finds in order (``Platform.validate``: pods, services, routes).
+resources the platform finds in order (``Platform.validate``: pods, services, routes), with the metrics source
+(Prometheus, or the routers' tally) answering.
 
 Each service is probed through its router on ``/health`` and ``/ready`` (which checks the database) with the health
 policy's tolerance: it fails after ``failure_threshold`` consecutive failed attempts, ``interval_s`` apart, as the
@@ -13,6 +14,7 @@ import asyncio
 from sophia.engine.context import RunContext
 from sophia.engine.decide import Verdict, health_verdict, next_streak
 from sophia.engine.model import ServiceStatus
+from sophia.engine.ports import PlatformError
 from sophia.engine.stages.base import StageResult, failed, passed
 
 
@@ -24,11 +26,21 @@ class ReadinessCheck:
         services = await ctx.ports.platform.inspect()
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
         problems += await ctx.ports.platform.validate()
+        problems += await self._metrics_problems(ctx, services)
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now())
         await ctx.ports.platform.retire_previous()
         return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable")
+
+    @staticmethod
+    async def _metrics_problems(ctx: RunContext, services: list[ServiceStatus]) -> list[str]:
+        """The monitoring the next canary will be judged by must answer."""
+        try:
+            await ctx.ports.metrics.sample(services)
+        except PlatformError as exc:
+            return [f"metrics: {exc}"]
+        return []
 
     @staticmethod
     def _placement_problems(status: ServiceStatus, version: str) -> list[str]:

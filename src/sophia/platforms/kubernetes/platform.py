@@ -156,7 +156,7 @@ class KubernetesPlatform:
 
         await self._each(start)
         try:
-            await self._wait_rollouts(Track.CANARY, [s.name for s in self._specs])
+            await self.wait_for_rollouts(Track.CANARY, [s.name for s in self._specs])
             found = [p for p in await self.validate() if "canary" in p or "VirtualService" in p]
             if found:
                 raise PlatformError("; ".join(found))
@@ -233,7 +233,7 @@ class KubernetesPlatform:
             await writer.change("Deployment", self.config.namespace, service.name, new_revision)
 
         await self._each(to_stable, promoting)
-        await self._wait_rollouts(Track.STABLE, [s.name for s in promoting])
+        await self.wait_for_rollouts(Track.STABLE, [s.name for s in promoting])
         await self._set_weights(dict.fromkeys(self.settings.service_names, 0))
         await self._scale_canaries(0)
 
@@ -260,7 +260,7 @@ class KubernetesPlatform:
             return
         replicasets = await self.api.list("ReplicaSet", self.config.namespace, SELECT)
         await self._each(lambda s: self._undo(s.name, replicasets), [s for s in self._specs if s.name in undo])
-        await self._wait_rollouts(Track.STABLE, undo)
+        await self.wait_for_rollouts(Track.STABLE, undo)
 
     async def _undo(self, name: str, replicasets: list[Object]) -> None:
         """``kubectl rollout undo`` to the recorded revision: its ReplicaSet's template back into the Deployment."""
@@ -298,7 +298,7 @@ class KubernetesPlatform:
         names = [d["metadata"]["name"] for d in canaries if d["spec"].get("replicas") != replicas]
         await asyncio.gather(*(writer.change("Deployment", self.config.canary_namespace, n, scaled) for n in names))
 
-    async def _wait_rollouts(self, track: Track, names: list[str]) -> None:
+    async def wait_for_rollouts(self, track: Track, names: list[str]) -> None:
         """Until every named Deployment has rolled out; fail at the first that exceeded its progress deadline."""
         if not names:
             return

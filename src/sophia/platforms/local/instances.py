@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import shutil
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,17 +46,22 @@ class LocalPaths:
 
 def unpack(artifact: Artifact, paths: LocalPaths) -> Path:
     """Unpack the wheel once per content hash; services then run the artifact's code, not the working tree."""
-    site = paths.site(artifact)
+    return unpack_wheel(artifact.path, paths.site(artifact))
+
+
+def unpack_wheel(wheel_path: Path, site: Path) -> Path:
+    """Unpack ``wheel_path`` into ``site`` unless a complete copy is there already."""
     if (site / ".complete").exists():
         return site
-    staging = site.with_name(site.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(artifact.path) as wheel:
+    staging = site.with_name(f"{site.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")  # one per unpacker
+    staging.mkdir(parents=True)
+    with zipfile.ZipFile(wheel_path) as wheel:
         wheel.extractall(staging)
     (staging / ".complete").touch()
-    if site.exists():  # another process won the race; use its copy
-        return site
-    staging.rename(site)
+    try:
+        staging.rename(site)
+    except OSError:  # another unpacker won the race: use its copy
+        shutil.rmtree(staging, ignore_errors=True)
     return site
 
 

@@ -36,11 +36,12 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from sophia.config import SERVICE_NAME_PATTERN
+from sophia.engine.model import Track
 from sophia.platforms.local.router_admin import admin_app
 from sophia.platforms.local.router_client import RouterClient, RouterError, ServiceRoute
-from sophia.platforms.local.router_proxy import ServiceProxy, upstream_client
+from sophia.platforms.local.router_proxy import GatewayProxy, ServiceProxy, upstream_client
 from sophia.platforms.local.router_table import RouteTable, Upstream
-from sophia.platforms.local.router_telemetry import RouterTelemetry
+from sophia.platforms.local.router_telemetry import NAMESPACE_BY_TRACK, RouterTelemetry
 
 __all__ = ["RouterClient", "RouterError", "ServiceRoute", "Upstream", "main"]
 
@@ -58,6 +59,8 @@ class RouterOptions:
     listen: dict[str, int]
     upstream_timeout_s: float = DEFAULT_UPSTREAM_TIMEOUT_S
     log_level: str = "info"
+    gateway: tuple[int, str] | None = None  # (port, domain): one listener routing by Host: NAME.<domain>
+    namespaces: tuple[str, str] = (NAMESPACE_BY_TRACK[Track.STABLE], NAMESPACE_BY_TRACK[Track.CANARY])
 
 
 class PortInUseError(OSError):
@@ -79,6 +82,20 @@ def _listen(text: str) -> tuple[str, int]:
     if not sep or not re.match(SERVICE_NAME_PATTERN, service):
         raise argparse.ArgumentTypeError(f"{text!r}: expected SERVICE=PORT, e.g. mcp-research=18001")
     return service, _port(port)
+
+
+def _gateway(text: str) -> tuple[int, str]:
+    port, sep, domain = text.partition("=")
+    if not sep or not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", domain):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PORT=DOMAIN, e.g. 19000=sophia.internal")
+    return _port(port), domain
+
+
+def _namespaces(text: str) -> tuple[str, str]:
+    stable, sep, canary = text.partition(",")
+    if not sep or not stable or not canary or stable == canary:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected STABLE,CANARY, two different namespaces")
+    return stable, canary
 
 
 def _positive(text: str) -> float:
@@ -113,16 +130,25 @@ def parse_args(argv: Sequence[str] | None = None) -> RouterOptions:
         metavar="SECONDS",
         help="answer 504 when an upstream takes longer (default: %(default)s)",
     )
+    parser.add_argument(
+        "--gateway", type=_gateway, metavar="PORT=DOMAIN", help="also route every service by Host: NAME.DOMAIN"
+    )
+    parser.add_argument(
+        "--namespaces", type=_namespaces, default=RouterOptions.namespaces, metavar="STABLE,CANARY",
+        help="the destination_workload_namespace label of each track (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     pairs: list[tuple[str, int]] = args.listen
     names = [name for name, _ in pairs]
-    ports = [port for _, port in pairs] + [args.admin_port]
+    ports = [port for _, port in pairs] + [args.admin_port] + ([args.gateway[0]] if args.gateway else [])
     if len(set(names)) != len(names):
         parser.error(f"service listed twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     if len(set(ports)) != len(ports):
         parser.error(f"port used twice: {', '.join(sorted({str(p) for p in ports if ports.count(p) > 1}))}")
-    return RouterOptions(args.admin_port, dict(pairs), args.upstream_timeout, args.log_level)
+    return RouterOptions(
+        args.admin_port, dict(pairs), args.upstream_timeout, args.log_level, args.gateway, args.namespaces
+    )
 
 
 def bind_all(ports: Sequence[tuple[str, int]]) -> list[socket.socket]:
@@ -174,21 +200,27 @@ def _listener(app: ASGIApp, *, data_plane: bool) -> _Listener:
     return _Listener(config)
 
 
-async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_socket: socket.socket) -> None:
+async def serve(
+    options: RouterOptions,
+    sockets: Sequence[socket.socket],
+    admin_socket: socket.socket,
+    gateway_socket: socket.socket | None = None,
+) -> None:
     """Run every listener until SIGTERM/SIGINT, then shut down within about a second."""
     table = RouteTable(options.listen)
-    telemetry = RouterTelemetry()
+    telemetry = RouterTelemetry(dict(zip((Track.STABLE, Track.CANARY), options.namespaces, strict=True)))
     # One pooled client per service: httpcore looks at every pooled connection on each request, so small pools
     # (one service's stable and canary) keep that cost flat however many services the daemon fronts.
     clients = {name: upstream_client(options.upstream_timeout_s) for name in options.listen}
+    proxies = {
+        name: ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s) for name in options.listen
+    }
     runs: list[tuple[_Listener, socket.socket]] = [
-        (
-            _listener(ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s), data_plane=True),
-            sock,
-        )
-        for name, sock in zip(options.listen, sockets, strict=True)
+        (_listener(proxies[name], data_plane=True), sock) for name, sock in zip(options.listen, sockets, strict=True)
     ]
     runs.append((_listener(admin_app(table, telemetry), data_plane=False), admin_socket))
+    if options.gateway is not None and gateway_socket is not None:
+        runs.append((_listener(GatewayProxy(options.gateway[1], proxies), data_plane=True), gateway_socket))
 
     def stop(signum: int) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -217,14 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in ("httpx", "httpcore"):  # they log every upstream request at INFO: no access log here
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    gateway = [("gateway", options.gateway[0])] if options.gateway else []
     try:
-        admin_socket, *sockets = bind_all([("admin API", options.admin_port), *options.listen.items()])
+        admin_socket, *sockets = bind_all([("admin API", options.admin_port), *options.listen.items(), *gateway])
     except PortInUseError as exc:
         print(f"sophia-router: {exc}", file=sys.stderr)
         return 1
+    gateway_socket = sockets.pop() if gateway else None
     # No *_created series in this process (prometheus-client leaves this function unannotated).
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    asyncio.run(serve(options, sockets, admin_socket))
+    asyncio.run(serve(options, sockets, admin_socket, gateway_socket))
     return 0
 
 

@@ -184,6 +184,25 @@ class ServiceProxy:
         )
 
 
+class GatewayProxy:
+    """One listener for every service, like a mesh's ingress gateway: ``Host: NAME.<domain>`` picks the service,
+    whose route then picks the track exactly as on the service's own port."""
+
+    def __init__(self, domain: str, proxies: dict[str, ServiceProxy]) -> None:
+        self._suffix = "." + domain.lower().strip(".")
+        self._proxies = proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        host = (_decode(_header(scope["headers"], b"host")) or "").lower().rsplit(":", 1)[0]
+        proxy = self._proxies.get(host.removesuffix(self._suffix)) if host.endswith(self._suffix) else None
+        if proxy is None:
+            await _respond(send, 404, [(b"content-type", b"application/json")], _error_body("no such host", host=host))
+            return
+        await proxy(scope, receive, send)
+
+
 def _decode(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 

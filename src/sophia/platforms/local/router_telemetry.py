@@ -88,7 +88,9 @@ class RouterTelemetry:
     milliseconds to render), it keeps a small per-track tally that ``GET /telemetry`` serves in microseconds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: dict[Track, str] | None = None) -> None:
+        """``namespaces``: the ``destination_workload_namespace`` of each track (default: the guide's)."""
+        self._namespaces = namespaces or NAMESPACE_BY_TRACK
         self._tallies: dict[tuple[str, Track], _Tally] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         # prometheus-client appends "_total" to counter names itself.
@@ -118,7 +120,7 @@ class RouterTelemetry:
         duration_ms: float,
     ) -> None:
         """Count one answered request; ``track`` is ``None`` when no route was found."""
-        namespace = NAMESPACE_BY_TRACK[track] if track is not None else UNKNOWN
+        namespace = self._namespaces[track] if track is not None else UNKNOWN
         revision = version or UNKNOWN
         labels = (
             "destination",
