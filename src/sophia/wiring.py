@@ -30,6 +30,7 @@ from sophia.engine.ports import MetricsSource, Migrator
 from sophia.engine.record import RunRecord
 from sophia.engine.session import SessionPolicy
 from sophia.notify import create_dispatcher
+from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.platform import LocalPlatform
 from sophia.store.postgres import PostgresStore
 
@@ -72,6 +73,18 @@ def database_url(settings: Settings, platform: LocalPlatform) -> str:
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
     return platform.database_url()
+
+
+def api_token(platform: LocalPlatform) -> str | None:
+    """The services' bearer token: ``SOPHIA_API_TOKEN`` when set, else the one the local platform made."""
+    if os.environ.get("SOPHIA_API_TOKEN"):
+        return os.environ["SOPHIA_API_TOKEN"]
+    made = local_secrets.load(platform.paths.home)
+    return made.api_token if made else None
+
+
+def synthetic_suite(settings: Settings, platform: LocalPlatform, url: str | None) -> SyntheticSuite:
+    return SyntheticSuite(url, api_token=api_token(platform))
 
 
 def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
@@ -124,9 +137,11 @@ class Runtime:
             commands=SubprocessRunner(settings.source_dir),
             health=HttpProbe(),
             metrics=metrics_source(settings, platform),
-            traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s, load_mix(settings)),
+            traffic=LoadGenerator(
+                traffic.rps_per_service, traffic.timeout_s, load_mix(settings), api_token=api_token(platform)
+            ),
             migrator=migrator(settings, self.database_url, clock),
-            synthetics=SyntheticSuite(self.database_url),
+            synthetics=synthetic_suite(settings, platform, self.database_url),
             notifications=create_dispatcher(settings.notify, clock),
             store=self.store,
             audit=self.audit,

@@ -18,10 +18,11 @@ from sophia.engine.model import ServiceStatus, Track
 from sophia.engine.ports import PlatformError
 
 
-def _services(settings: Settings) -> tuple[list[ServiceStatus], str]:
+def _services(settings: Settings) -> tuple[list[ServiceStatus], SyntheticSuite]:
     platform = wiring.create_platform(settings, SystemClock())
     try:
-        return asyncio.run(platform.inspect()), wiring.database_url(settings, platform)
+        url = wiring.database_url(settings, platform)
+        return asyncio.run(platform.inspect()), wiring.synthetic_suite(settings, platform, url)
     except PlatformError as exc:
         fail(str(exc), code=1)
 
@@ -67,9 +68,9 @@ def validate(
 def synthetics(ctx: typer.Context) -> None:
     """The three end-to-end checks (Slack post, CRM task, Neon query) against what is deployed now."""
     settings = state(ctx).settings()
-    services, url = _services(settings)
+    services, suite = _services(settings)
     version = next((s.canary_version or s.stable_version for s in services if s.name == "comms-mcp"), None) or ""
-    results = asyncio.run(SyntheticSuite(url).run(services, version, settings.policy.synthetics.timeout_s))
+    results = asyncio.run(suite.run(services, version, settings.policy.synthetics.timeout_s))
     table = Table("check", "service", "result", "ms", "detail")
     for r in results:
         table.add_row(r.name, r.service, "ok" if r.ok else "FAILED", f"{r.duration_ms:.0f}", r.detail)
