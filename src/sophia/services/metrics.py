@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -38,6 +38,12 @@ class ServiceMetrics:
             "Time to answer an HTTP request, injected latency included.",
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "sophia_http_requests_in_flight",
+            "HTTP requests being answered now.",
+            ["method", "route"],
             registry=self.registry,
         )
         self.audit_failures = Counter(
@@ -88,6 +94,8 @@ class MetricsMiddleware:
         route = self.resolve(scope)
         status = 500
         started = time.perf_counter()
+        in_flight = self.metrics.in_flight.labels(scope["method"], route)
+        in_flight.inc()
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -98,6 +106,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            in_flight.dec()
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
 
 

@@ -86,7 +86,7 @@ class ServiceSettings(BaseSettings):
     track: Annotated[Track, Field(validation_alias="SOPHIA_TRACK")] = "stable"
     git_sha: Annotated[str, Field(max_length=64, validation_alias="SOPHIA_GIT_SHA")] = "unknown"
     artifact: Annotated[str, Field(max_length=128, validation_alias="SOPHIA_ARTIFACT")] = "unknown"
-    api_token: Annotated[SecretStr, Field(min_length=MIN_TOKEN_LENGTH, validation_alias="SOPHIA_API_TOKEN")]
+    api_token: Annotated[SecretStr, Field(validation_alias="SOPHIA_API_TOKEN")]
     database_url: Annotated[SecretStr | None, Field(validation_alias="DATABASE_URL")] = None
     analytics_database_url: Annotated[SecretStr | None, Field(validation_alias="ANALYTICS_DATABASE_URL")] = None
     analytics_schemas: Annotated[tuple[str, ...], NoDecode, Field(validation_alias="ANALYTICS_SCHEMAS")] = (
@@ -110,6 +110,13 @@ class ServiceSettings(BaseSettings):
     def _version(cls, value: str) -> str:
         if not _VERSION.match(value):
             raise ValueError(f"malformed version {value!r}: expected vMAJOR.MINOR.PATCH, e.g. v1.2.0")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters (e.g. secrets.token_urlsafe(32))")
         return value
 
     @field_validator("faults", mode="before")
