@@ -22,7 +22,9 @@ def hubspot() -> Iterator[FakeApi]:
 
 
 def crm(hubspot: FakeApi, token: str = HUBSPOT_TOKEN) -> FastAPI:
-    return create_app(make_settings("crm-mcp", "crm", None, hubspot_access_token=token, hubspot_api_url=hubspot.base_url))
+    return create_app(
+        make_settings("crm-mcp", "crm", None, hubspot_access_token=token, hubspot_api_url=hubspot.base_url)
+    )
 
 
 async def test_a_task_is_created_with_subject_body_priority_owner_and_due_time(hubspot: FakeApi) -> None:

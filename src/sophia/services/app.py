@@ -130,6 +130,7 @@ def create_app(
     metrics.watch_pools({"main": database.pool_stats, **kind.pools})
     info = service_info(settings, kind.backend, endpoints_of(settings.kind))
     mcp = LazyMcp(lambda: _build_mcp(settings, info, kind), allowed_hosts(settings.mcp_hosts))
+    metrics.mcp_loaded.set_function(lambda: float(mcp.loaded))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

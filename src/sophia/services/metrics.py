@@ -46,6 +46,11 @@ class ServiceMetrics:
             ["method", "route"],
             registry=self.registry,
         )
+        self.mcp_loaded = Gauge(
+            "sophia_mcp_loaded",
+            "1 once the MCP endpoint has been built (on its first request).",
+            registry=self.registry,
+        )
         self.audit_failures = Counter(
             "sophia_audit_failures", "Audit events that could not be recorded.", registry=self.registry
         )
