@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import Route
 
-from sophia.services.analytics import Analytics, add_analytics_routes
+from sophia.services.analytics import Analytics, QueryLimits, add_analytics_routes
 from sophia.services.audit import AuditLog
 from sophia.services.auth import BearerAuthMiddleware
 from sophia.services.backends import crm_backend, slack_backend
@@ -91,7 +91,7 @@ def _crm(settings: ServiceSettings, database: Database, audit: AuditLog) -> _Kin
 def _analytics(settings: ServiceSettings, database: Database, audit: AuditLog) -> _Kind:
     role_db = Database(settings.analytics_dsn, application_name=f"{settings.service}@{settings.version}/query",
                        secrets=settings.secrets)  # fmt: skip
-    analytics = Analytics(role_db, settings.analytics_schemas)
+    analytics = Analytics(role_db, settings.analytics_schemas, QueryLimits(timeout_ms=settings.analytics_timeout_ms))
 
     async def ready() -> str:
         if not role_db.configured:

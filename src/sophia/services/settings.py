@@ -13,6 +13,7 @@ Kubernetes Deployment) configures a service version. Secrets (marked *) are neve
 ``DATABASE_URL`` *          Postgres DSN of the service's own data (sandbox outbox, audit trail)
 ``ANALYTICS_DATABASE_URL``  * analytics-mcp only: DSN of its read-only LOGIN role (``ops/sql/002``)
 ``ANALYTICS_SCHEMAS``       schemas analytics-mcp may read (default ``public,audit``)
+``ANALYTICS_TIMEOUT_MS``    analytics-mcp's statement timeout (default 5000)
 ``SOPHIA_FAULTS``           rehearsal faults, e.g. ``error_rate=0.5,latency_ms=200,crash=1`` (empty = none)
 ``SOPHIA_BACKEND``          ``auto`` (default): the real Slack / HubSpot when its token is set, else the
                             sandbox outbox; ``sandbox``: always the outbox
@@ -93,6 +94,7 @@ class ServiceSettings(BaseSettings):
         "public",
         "audit",
     )
+    analytics_timeout_ms: Annotated[int, Field(ge=100, le=60_000, validation_alias="ANALYTICS_TIMEOUT_MS")] = 5000
     faults: Annotated[Faults, NoDecode, Field(validation_alias="SOPHIA_FAULTS")] = Faults()
     backend: Annotated[BackendChoice, Field(validation_alias="SOPHIA_BACKEND")] = "auto"
     slack_bot_token: Annotated[SecretStr | None, Field(validation_alias="SLACK_BOT_TOKEN")] = None
