@@ -397,3 +397,28 @@ async def test_crash_fault_exits_with_70_on_business_requests_only() -> None:
         assert exits == []
         await client.post("/query/neon", json={"query": "SELECT 1"})
     assert exits == [CRASH_EXIT_CODE]
+
+
+@pytest.mark.parametrize(
+    ("service", "kind", "path", "body"),
+    [
+        ("comms-mcp", "comms", "/slack/post", {"channel": "#a", "message": "a\x00b", "username": "u"}),
+        ("crm-mcp", "crm", "/tasks/create", {"subject": "s\x00", "assignee": "a"}),
+        ("analytics-mcp", "analytics", "/query/neon", {"query": "SELECT 1", "params": ["\x00"]}),
+        ("comms-mcp", "comms", "/slack/post", {"channel": "#a", "message": "m", "username": "u", "extra": 1}),
+    ],
+)
+async def test_nul_characters_and_unknown_fields_are_422_in_the_one_error_shape(
+    database_url: str, service: str, kind: Any, path: str, body: dict[str, Any]
+) -> None:
+    async with serve(create_app(make_settings(service, kind, database_url))) as client:
+        response = await client.post(path, json=body)
+        too_big = await client.post(
+            path, content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["ok"] is False
+    assert payload["error"].startswith("invalid request: body.")
+    assert all(set(item) == {"loc", "msg", "type"} for item in payload["detail"])
+    assert (too_big.status_code, too_big.json()) == (413, {"ok": False, "error": "request body over 65536 bytes"})

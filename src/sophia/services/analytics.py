@@ -31,10 +31,11 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import FastAPI
 from psycopg import AsyncRawCursor, AsyncRawServerCursor
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sophia.services.analytics_role import privilege_problems
 from sophia.services.database import Database, DatabaseUnavailable, lost_connection
+from sophia.services.limits import RequestBody
 from sophia.services.sqlguard import QueryRejected, Screened, screen
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
@@ -51,11 +52,9 @@ class QueryLimits:
     timeout_ms: int = 5000
 
 
-class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class QueryRequest(RequestBody):
     query: Annotated[str, Field(min_length=1, max_length=20_000, description="One read-only SQL statement")]
-    params: Annotated[list[Scalar], Field(max_length=100, description="Values for $1 … $n")] = []
+    params: Annotated[list[Scalar], Field(default_factory=list, max_length=100, description="Values for $1 … $n")]
 
 
 class QueryResponse(BaseModel):

@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sophia.services.audit import AuditLog, Caller, caller_of
 from sophia.services.backends import SlackBackend, SlackMessage, UpstreamError
+from sophia.services.limits import RequestBody
 
 CHANNEL_PATTERN = r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,20})$"
 """A channel name (``#general``: lower case, digits, ``._-``, at most 80) or a Slack id (``C0123ABCD``)."""
 
 
-class SlackPostRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SlackPostRequest(RequestBody):
     channel: Annotated[str, Field(pattern=CHANNEL_PATTERN, description="'#name' or a Slack channel id")]
     message: Annotated[str, Field(min_length=1, max_length=4000)]
     username: Annotated[str, Field(min_length=1, max_length=80)]

@@ -6,17 +6,16 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from sophia.services.audit import AuditLog, Caller, caller_of
 from sophia.services.backends import CrmBackend, CrmTask, Priority, UpstreamError
+from sophia.services.limits import RequestBody
 
 DEFAULT_DUE = dt.timedelta(days=1)
 
 
-class TaskCreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TaskCreateRequest(RequestBody):
     subject: Annotated[str, Field(min_length=1, max_length=255)]
     description: Annotated[str, Field(max_length=10_000)] = ""
     priority: Annotated[Priority, Field(description="LOW, MEDIUM or HIGH (any case)")] = "MEDIUM"

@@ -13,16 +13,15 @@ from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from sophia.services.limits import RequestBody
 from sophia.services.settings import ServiceSettings
 
 TOOL_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$"
 
 
-class InvokeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class InvokeRequest(RequestBody):
     tool: Annotated[str, Field(pattern=TOOL_PATTERN, description="Tool name, e.g. 'summarise'.")]
     arguments: Annotated[dict[str, Any], Field(default_factory=dict, max_length=100)]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,3 +58,18 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if not responded:
                 await send_error(send, 413, f"request body over {self.max_bytes} bytes")
+
+
+class RequestBody(BaseModel):
+    """Base of every request body: unknown fields are refused, and so are NUL characters in strings (which
+    Postgres text cannot hold and libpq cannot send)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and "\x00" in item for item in items):
+            raise ValueError("must not contain NUL characters")
+        return value
