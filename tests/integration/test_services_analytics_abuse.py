@@ -22,7 +22,7 @@ from tests.fakes.service_app import analytics_url, make_settings, serve
 TIMEOUT_MS = 1000
 SECRET = "TOP-SECRET-MARKER-6b1f"
 OUTBOX_SECRET = "OUTBOX-MARKER-1d2e"
-PWNED = Path("/tmp/sophia-analytics-pwned")  # noqa: S108 - the file a COPY ... PROGRAM would create
+PWNED = Path("/tmp/sophia-analytics-pwned")
 
 CORPUS = [
     # DDL

@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+
 from sophia.services.app import create_app
 from sophia.services.faults import CRASH_EXIT_CODE, Faults
 from tests.conftest import free_port
-from tests.fakes.service_app import IDENTITY, TOKEN, analytics_url, make_settings, serve
+from tests.fakes.service_app import IDENTITY, analytics_url, make_settings, serve
 
 UNREACHABLE_PASSWORD = "pw-that-must-not-leak-7781"
 
@@ -330,8 +331,8 @@ async def test_run_read_only_enforces_the_statement_timeout(database_url: str) -
 
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         started = time.perf_counter()
+        slow = "SELECT count(*) FROM generate_series(1, 10000000000)"
         with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
-            slow = "SELECT count(*) FROM generate_series(1, 10000000000)"
             await run_read_only(conn, slow, limits=QueryLimits(timeout_ms=100))
         assert time.perf_counter() - started < 2
         with pytest.raises(QueryRejected):

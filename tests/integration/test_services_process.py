@@ -78,14 +78,16 @@ def test_serves_on_an_inherited_socket(running: list[ServiceProcess]) -> None:
     assert code == 0
 
 
+TASK = {"subject": "s", "priority": "LOW", "assignee": "a"}
+
+
 def test_crash_fault_kills_the_process_with_70_on_the_first_business_request(running: list[ServiceProcess]) -> None:
     service = start_service("crm-mcp", "crm", {"SOPHIA_FAULTS": "crash=1", "SOPHIA_TRACK": "canary"})
     running.append(service)
     assert httpx.get(service.base_url + "/health").status_code == 200
     assert httpx.get(service.base_url + "/version", headers=AUTH).status_code == 200
     with pytest.raises(httpx.TransportError):
-        task = {"subject": "s", "priority": "LOW", "assignee": "a"}
-        httpx.post(service.base_url + "/tasks/create", json=task, headers=AUTH)
+        httpx.post(service.base_url + "/tasks/create", json=TASK, headers=AUTH)
     assert service.process.wait(5) == 70
     assert "injected crash" in service.stderr()
 
