@@ -11,6 +11,8 @@
 -- Attributes are not set here (NOSUPERUSER etc. are the defaults of CREATE ROLE, and only a superuser may name
 -- them in ALTER ROLE); the verification file refuses a pre-existing role that has any of them.
 
+-- A role made elsewhere (by a superuser, the Neon console) may not be ours to alter: then the settings and the
+-- membership are left to whoever administers it, with a warning; the verification still requires the membership.
 DO $$
 BEGIN
     BEGIN
@@ -18,13 +20,15 @@ BEGIN
     EXCEPTION WHEN duplicate_object OR unique_violation THEN
         NULL;
     END;
+    BEGIN
+        ALTER ROLE sophia_analytics_mcp CONNECTION LIMIT 8;
+        ALTER ROLE sophia_analytics_mcp SET default_transaction_read_only = on;
+        ALTER ROLE sophia_analytics_mcp SET statement_timeout = '5s';
+        ALTER ROLE sophia_analytics_mcp SET lock_timeout = '1s';
+        ALTER ROLE sophia_analytics_mcp SET idle_in_transaction_session_timeout = '10s';
+        GRANT sophia_analytics TO sophia_analytics_mcp;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'sophia_analytics_mcp is administered by another role: set its limits and membership there';
+    END;
 END
 $$;
-
-ALTER ROLE sophia_analytics_mcp CONNECTION LIMIT 8;
-ALTER ROLE sophia_analytics_mcp SET default_transaction_read_only = on;
-ALTER ROLE sophia_analytics_mcp SET statement_timeout = '5s';
-ALTER ROLE sophia_analytics_mcp SET lock_timeout = '1s';
-ALTER ROLE sophia_analytics_mcp SET idle_in_transaction_session_timeout = '10s';
-
-GRANT sophia_analytics TO sophia_analytics_mcp;
