@@ -302,8 +302,15 @@ class KubernetesPlatformConfig(_Model):
     max_conflict_retries: Annotated[int, Field(ge=1, le=20)] = 5
     container_port: Port = 8080  # every service's container listens here; its Services on port 80
     resources: ResourcesConfig = ResourcesConfig()
-    database_secret: str = "sophia-database"  # noqa: S105 - the Secret's name; Secret (key ``url``) with the services' DATABASE_URL
-    token_secret: str = "sophia-api-token"  # noqa: S105 - the Secret's name; Secret (key ``token``) with the services' SOPHIA_API_TOKEN
+    # Secrets the services read (by reference, never inlined): their database (key ``url``), analytics-mcp's
+    # read-only role (key ``url``), their bearer token (key ``token``), and, optional, Slack (``bot-token``,
+    # ``webhook-url``) and HubSpot (``access-token``).
+    # (S105: these are the Secrets' names, not their values)
+    database_secret: str = "sophia-database"  # noqa: S105
+    analytics_database_secret: str = "sophia-analytics-database"  # noqa: S105
+    token_secret: str = "sophia-api-token"  # noqa: S105
+    slack_secret: str = "sophia-slack"  # noqa: S105
+    hubspot_secret: str = "sophia-hubspot"  # noqa: S105
     mesh_namespace: str = "istio-system"  # where the ingress gateway and istiod run (NetworkPolicies allow it)
 
     @model_validator(mode="after")
@@ -400,6 +407,7 @@ class Settings(_Model):
     metrics: MetricsConfig = MetricsConfig()
     github_token: SecretStr | None = None
     kube_config: SecretStr | None = None
+    api_token: SecretStr | None = None  # the services' bearer token (SOPHIA_API_TOKEN); locally made by `local up`
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -479,6 +487,7 @@ class SeedEnvironment(BaseSettings):
     SOPHIA_STATE_URL: SecretStr | None = None
     SOPHIA_PROFILE: str | None = None
     SOPHIA_PLATFORM: str | None = None
+    SOPHIA_API_TOKEN: SecretStr | None = None
 
 
 def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
@@ -516,6 +525,7 @@ def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
     put("state_database_url", env.SOPHIA_STATE_URL)
     put("profile", env.SOPHIA_PROFILE)
     put("platform", env.SOPHIA_PLATFORM)
+    put("api_token", env.SOPHIA_API_TOKEN)
     return tree
 
 

@@ -33,6 +33,7 @@ from sophia.engine.record import RunRecord
 from sophia.engine.session import SessionPolicy
 from sophia.notify import create_dispatcher
 from sophia.platforms.local import environment
+from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.platform import LocalPlatform, local_dry_run
 from sophia.store.postgres import PostgresStore
 
@@ -66,11 +67,17 @@ class PlatformParts:
     platform: Platform
     database_url: Callable[[], str] | None = None
     metrics: MetricsSource | None = None
+    api_token: Callable[[], str | None] | None = None  # the services' token, when the platform made it
 
 
 def _local(settings: Settings, clock: Clock) -> PlatformParts:
     platform = LocalPlatform(settings, clock)
-    return PlatformParts(platform, platform.database_url, platform)
+
+    def token() -> str | None:
+        made = local_secrets.load(platform.paths.home)
+        return made.api_token if made else None
+
+    return PlatformParts(platform, platform.database_url, platform, token)
 
 
 def _kubernetes(settings: Settings, clock: Clock) -> PlatformParts:
@@ -199,6 +206,17 @@ def database_url(settings: Settings, parts: PlatformParts) -> str:
     return parts.database_url()
 
 
+def api_token(settings: Settings, parts: PlatformParts) -> str | None:
+    """The services' bearer token: ``SOPHIA_API_TOKEN`` (or a rehearsal's) when set, else the platform's own."""
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value()
+    return parts.api_token() if parts.api_token else None
+
+
+def synthetic_suite(settings: Settings, parts: PlatformParts, url: str | None) -> SyntheticSuite:
+    return SyntheticSuite(url, api_token=api_token(settings, parts))
+
+
 def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
     from sophia.db import create_migrator
 
@@ -253,9 +271,14 @@ class Runtime:
             commands=SubprocessRunner(settings.source_dir),
             health=HttpProbe(),
             metrics=metrics_source(settings, self.parts),
-            traffic=LoadGenerator(traffic.rps_per_service, traffic.timeout_s, load_mix(settings)),
+            traffic=LoadGenerator(
+                traffic.rps_per_service,
+                traffic.timeout_s,
+                load_mix(settings),
+                api_token=api_token(settings, self.parts),
+            ),
             migrator=migrator(settings, self.database_url, clock),
-            synthetics=SyntheticSuite(self.database_url),
+            synthetics=synthetic_suite(settings, self.parts, self.database_url),
             notifications=create_dispatcher(settings.notify, clock),
             store=self.store,
             audit=self.audit,

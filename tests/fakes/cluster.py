@@ -78,7 +78,9 @@ class Cluster:
 
     async def bootstrap(self, settings: Settings, version: str = BASELINE) -> None:
         """The environment from ``deploy/k8s`` (for these namespaces), its Secrets, and the baseline's images."""
-        secrets = {settings.kubernetes.database_secret: "postgresql://sophia@db.invalid/neondb"}
+        k8s = settings.kubernetes
+        secrets = {k8s.database_secret: "postgresql://sophia@db.invalid/neondb", k8s.token_secret: "t" * 32,
+                   k8s.analytics_database_secret: "postgresql://sophia_analytics_mcp@db.invalid/neondb"}  # fmt: skip
         await bootstrap(self.admin_config, settings, version, images(settings, version), secrets)
 
     async def deployer_kubeconfig(self, namespace: str) -> Path:

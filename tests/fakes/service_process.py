@@ -15,9 +15,12 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.fakes.service_app import TOKEN
 
 SERVICE_ENV = ["SOPHIA_VERSION", "SOPHIA_TRACK", "SOPHIA_GIT_SHA", "SOPHIA_ARTIFACT", "DATABASE_URL", "SOPHIA_FAULTS",
-               "SOPHIA_BACKEND", "SOPHIA_API_TOKEN", "SOPHIA_SERVICE", "SOPHIA_SERVICE_KIND"]  # fmt: skip
+               "SOPHIA_BACKEND", "SOPHIA_API_TOKEN", "SOPHIA_SERVICE", "SOPHIA_SERVICE_KIND", "ANALYTICS_DATABASE_URL",
+               "ANALYTICS_SCHEMAS", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "SLACK_API_URL", "HUBSPOT_ACCESS_TOKEN",
+               "HUBSPOT_API_URL", "SOPHIA_SHUTDOWN_S"]  # fmt: skip
 
 
 @dataclass
@@ -46,7 +49,7 @@ def start_service(
     fd_socket: socket.socket | None = None,
     wait: bool = True,
 ) -> ServiceProcess:
-    environ = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV} | dict(env)
+    environ = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV} | {"SOPHIA_API_TOKEN": TOKEN} | dict(env)
     args = [sys.executable, "-m", "sophia.services", "--service", service, "--kind", kind]
     if fd_socket is not None:
         port = fd_socket.getsockname()[1]

@@ -62,15 +62,15 @@ def test_migrate_twice_applies_nothing_the_second_time(workdir: Path, database_u
     first = sophia(workdir, "db", "migrate", "--json", "--dir", str(REPO / "ops" / "sql"), DATABASE_URL=database_url)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["applied"] == ["001_audit"]
-    assert report["verified"] == ["001_audit"]
+    assert report["applied"] == ["001_audit", "002_analytics_login"]
+    assert report["verified"] == ["001_audit", "002_analytics_login"]
     assert report["backup"].startswith("file:")
     assert Path(workdir, report["backup"].removeprefix("file:")).stat().st_mode & 0o077 == 0
     second = sophia(workdir, "db", "migrate", "--dir", str(REPO / "ops" / "sql"), DATABASE_URL=database_url)
     assert second.returncode == 0, second.stderr
-    assert "applied: nothing new; already applied: 1" in second.stdout
+    assert "applied: nothing new; already applied: 2" in second.stdout
     history = sophia(workdir, "db", "history", "--json", "--dir", str(REPO / "ops" / "sql"), DATABASE_URL=database_url)
-    assert [row["name"] for row in json.loads(history.stdout)["applied"]] == ["001_audit"]
+    assert [row["name"] for row in json.loads(history.stdout)["applied"]] == ["001_audit", "002_analytics_login"]
     verify = sophia(workdir, "db", "verify", "--dir", str(REPO / "ops" / "sql"), DATABASE_URL=database_url)
     assert verify.returncode == 0
     assert "ok   001_audit" in verify.stdout

@@ -63,12 +63,15 @@ def query(url: str, sql: str) -> list[tuple[Any, ...]]:
 
 async def test_migrating_twice_applies_nothing_the_second_time(database_url: str) -> None:
     first = await runner(database_url, REPO / "ops" / "sql").migrate()
-    assert first.applied == ("001_audit",)
-    assert first.verified == ("001_audit",)
+    assert first.applied == ("001_audit", "002_analytics_login")
+    assert first.verified == ("001_audit", "002_analytics_login")
     second = await runner(database_url, REPO / "ops" / "sql").migrate()
     assert second.applied == ()
-    assert second.already_applied == 1
-    assert query(database_url, "SELECT name FROM sophia_meta.schema_migrations") == [("001_audit",)]
+    assert second.already_applied == 2
+    assert query(database_url, "SELECT name FROM sophia_meta.schema_migrations") == [
+        ("001_audit",),
+        ("002_analytics_login",),
+    ]
 
 
 async def test_an_edited_applied_file_is_refused_naming_it(database_url: str, tmp_path: Path) -> None:

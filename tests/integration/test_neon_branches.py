@@ -55,8 +55,8 @@ def tables(dsn: str) -> set[str]:
 
 async def test_migrate_rehearses_on_a_branch_backs_up_to_a_branch_then_applies(neon: FakeNeonApi) -> None:
     report = await migrator(neon, REPO / "ops" / "sql").migrate_report()
-    assert report.applied == ("001_audit",)
-    assert report.verified == ("001_audit",)
+    assert report.applied == ("001_audit", "002_analytics_login")
+    assert report.verified == ("001_audit", "002_analytics_login")
     assert report.rehearsed_on is not None
     assert report.rehearsed_on.startswith("sophia-rehearsal-")
     assert report.backup is not None
@@ -80,7 +80,7 @@ async def test_nothing_pending_means_no_branch_work(neon: FakeNeonApi) -> None:
     posts = sum(1 for method, _ in neon.calls if method == "POST")
     again = await migrator(neon, REPO / "ops" / "sql").migrate_report()
     assert again.applied == ()
-    assert again.already_applied == 1
+    assert again.already_applied == 2
     assert again.backup is None
     assert sum(1 for method, _ in neon.calls if method == "POST") == posts
 
@@ -106,12 +106,12 @@ async def test_restore_the_default_branch_from_the_backup_branch(neon: FakeNeonA
     preserved = next(b for b in neon.branches.values() if b.name.startswith("main-before-restore-"))
     assert "audit.events" in tables(neon.dsn(preserved))
     plan = await migrator(neon, folder).plan()  # the default branch answers again after its restart
-    assert [m.name for m in plan.pending] == ["001_audit"]
+    assert [m.name for m in plan.pending] == ["001_audit", "002_analytics_login"]
 
 
 async def test_a_pooled_uri_from_the_api_is_used_as_the_direct_endpoint(neon: FakeNeonApi) -> None:
     neon.force_pooler = True
-    assert (await migrator(neon, REPO / "ops" / "sql").migrate_report()).applied == ("001_audit",)
+    assert (await migrator(neon, REPO / "ops" / "sql").migrate_report()).applied == ("001_audit", "002_analytics_login")
     assert neon.proxy is not None
     assert not any("-pooler" in (s.endpoint or "") for s in neon.proxy.log)
 
@@ -145,7 +145,7 @@ def test_the_cli_migrates_and_restores_through_the_neon_api(neon: FakeNeonApi, t
     migrated = sophia(tmp_path, "db", "migrate", "--json", "--dir", folder, NEON_API_KEY=neon.api_key)
     assert migrated.returncode == 0, migrated.stderr
     report = json.loads(migrated.stdout)
-    assert report["applied"] == ["001_audit"]
+    assert report["applied"] == ["001_audit", "002_analytics_login"]
     assert report["rehearsed_on"]
     backup = report["backup"].removeprefix("neon-branch:")
     restored = sophia(tmp_path, "db", "restore", "--branch", backup, "--yes", NEON_API_KEY=neon.api_key)

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sophia.services.app import create_app
 from sophia.services.sandbox import ensure_sandbox_schema
 from sophia.services.settings import ServiceSettings
+from tests.fakes.service_app import AUTH, make_settings
 
 
 def test_ensure_sandbox_schema_is_idempotent_and_safe_to_run_concurrently(database_url: str) -> None:
@@ -50,16 +51,14 @@ def test_ensure_sandbox_schema_is_idempotent_and_safe_to_run_concurrently(databa
 
 
 def _settings(service: str, kind: str, database_url: str) -> ServiceSettings:
-    return ServiceSettings.model_validate(
-        {"service": service, "kind": kind, "database_url": database_url, "version": "v1.0.0", "faults": ""}
-    )
+    return make_settings(service, kind, database_url, version="v1.0.0", track="stable")
 
 
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=10) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=10, headers=AUTH) as client:
             yield client
 
 
@@ -79,13 +78,28 @@ async def test_the_service_recovers_when_the_server_drops_its_connections(databa
         assert (await client.get("/ready")).json()["checks"]["database"] == "ok"
 
 
-async def test_ready_stays_ok_while_long_queries_hold_both_pool_connections(database_url: str) -> None:
-    app = create_app(_settings("analytics-mcp", "analytics", database_url))
-    async with serve(app) as client:
-        slow = [client.post("/query/neon", json={"query": "SELECT pg_sleep(2.5)"}) for _ in range(2)]
-        tasks = [asyncio.ensure_future(request) for request in slow]
-        await asyncio.sleep(0.3)
+async def test_ready_stays_ok_while_both_pool_connections_wait_on_a_lock(database_url: str) -> None:
+    """A busy pool is not an outage: readiness makes its own connection when the pool has none to lend."""
+    ensure_sandbox_schema(database_url)
+    app = create_app(_settings("comms-mcp", "comms", database_url))
+    payload = {"channel": "#ops", "message": "m", "username": "u"}
+    async with serve(app) as client, await psycopg.AsyncConnection.connect(database_url) as admin:
+        await admin.execute("LOCK TABLE sandbox.outbox IN ACCESS EXCLUSIVE MODE")
+        tasks = [asyncio.ensure_future(client.post("/slack/post", json=payload)) for _ in range(2)]
+        while await _waiting_on_locks(database_url) < 2:
+            await asyncio.sleep(0.02)
         ready = await client.get("/ready")
+        await admin.rollback()  # releases the lock
         results = await asyncio.gather(*tasks)
     assert ready.status_code == 200, ready.text
     assert [r.status_code for r in results] == [200, 200]
+
+
+async def _waiting_on_locks(database_url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'comms-mcp@v1.0.0/stable'"
+            " AND wait_event_type = 'Lock'"
+        )
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -30,8 +30,9 @@ Check = Callable[[httpx.AsyncClient, ServiceStatus, str], Awaitable[str]]
 
 
 class SyntheticSuite:
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, *, api_token: str | None = None) -> None:
         self._database_url = database_url
+        self._headers = dict(SYNTHETIC_HEADERS) | ({"authorization": f"Bearer {api_token}"} if api_token else {})
 
     async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:
         by_name = {s.name: s for s in services}
@@ -40,7 +41,7 @@ class SyntheticSuite:
             ("crm-task", "crm-mcp", self._crm_task),
             ("neon-query", "analytics-mcp", self._neon_query),
         ]
-        async with httpx.AsyncClient(headers=SYNTHETIC_HEADERS) as client:
+        async with httpx.AsyncClient(headers=self._headers) as client:
             return list(
                 await asyncio.gather(
                     *(

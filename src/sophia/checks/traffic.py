@@ -110,7 +110,16 @@ async def _send(
 class LoadGenerator:
     """The TrafficGenerator port: runs the driver in a child process for as long as the context is open."""
 
-    def __init__(self, rps_per_service: float, timeout_s: float, mix: Mix, *, start_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        rps_per_service: float,
+        timeout_s: float,
+        mix: Mix,
+        *,
+        start_timeout_s: float = 15.0,
+        api_token: str | None = None,
+    ) -> None:
+        self._api_token = api_token  # sent as a bearer token; passed to the child on stdin, never on its argv
         self._rps = rps_per_service
         self._timeout = timeout_s
         self._mix = mix
@@ -121,6 +130,7 @@ class LoadGenerator:
         spec = {
             "rps": self._rps,
             "timeout_s": self._timeout,
+            "api_token": self._api_token,
             "targets": [asdict(t) for t in targets],
             "mix": {kind: [asdict(t) for t in templates] for kind, templates in self._mix.items()},
         }
@@ -168,7 +178,10 @@ async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
         loop.add_signal_handler(signum, stop.set)
     timeout = aiohttp.ClientTimeout(total=float(spec["timeout_s"]))
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(timeout=timeout, headers=LOAD_HEADERS, connector=connector) as session:
+    headers = dict(LOAD_HEADERS)
+    if spec.get("api_token"):
+        headers["authorization"] = f"Bearer {spec['api_token']}"
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers, connector=connector) as session:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         driving = asyncio.create_task(driver.drive(session, targets))

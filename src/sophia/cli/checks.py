@@ -18,11 +18,12 @@ from sophia.engine.model import Endpoint, ServiceStatus, Track
 from sophia.engine.ports import PlatformError
 
 
-def _services(settings: Settings) -> tuple[list[ServiceStatus], str]:
-    async def read() -> tuple[list[ServiceStatus], str]:
+def _services(settings: Settings) -> tuple[list[ServiceStatus], SyntheticSuite]:
+    async def read() -> tuple[list[ServiceStatus], SyntheticSuite]:
         parts = wiring.platform_parts(settings, SystemClock())
         try:
-            return await parts.platform.inspect(), wiring.database_url(settings, parts)
+            url = wiring.database_url(settings, parts)
+            return await parts.platform.inspect(), wiring.synthetic_suite(settings, parts, url)
         finally:
             await parts.platform.aclose()
 
@@ -75,9 +76,9 @@ def validate(
 def synthetics(ctx: typer.Context, platform: PlatformOption = None) -> None:
     """The three end-to-end checks (Slack post, CRM task, Neon query) against what is deployed now."""
     settings = state(ctx).settings(platform)
-    services, url = _services(settings)
+    services, suite = _services(settings)
     version = next((s.canary_version or s.stable_version for s in services if s.name == "comms-mcp"), None) or ""
-    results = asyncio.run(SyntheticSuite(url).run(services, version, settings.policy.synthetics.timeout_s))
+    results = asyncio.run(suite.run(services, version, settings.policy.synthetics.timeout_s))
     table = Table("check", "service", "result", "ms", "detail")
     for r in results:
         table.add_row(r.name, r.service, "ok" if r.ok else "FAILED", f"{r.duration_ms:.0f}", r.detail)

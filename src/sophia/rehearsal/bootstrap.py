@@ -29,7 +29,7 @@ async def bootstrap(
     one key, ``url`` for the database and ``token`` for the API token)."""
     api = KubeApi(admin, context=None, timeout_s=30, field_manager=ADMIN_FIELD_MANAGER)
     config = settings.kubernetes
-    keys = {config.database_secret: "url", config.token_secret: "token"}
+    keys = {config.database_secret: "url", config.analytics_database_secret: "url", config.token_secret: "token"}
     try:
         for obj in environment(settings, version, images):
             await api.apply(obj)

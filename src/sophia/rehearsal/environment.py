@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ import psycopg
 import yaml
 from lightkube.config.kubeconfig import KubeConfig
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from sophia.build.registry import WheelImages, WheelRegistry
 from sophia.config import Settings
@@ -42,6 +44,7 @@ from sophia.platforms.local.state import ProcessRef
 from sophia.rehearsal import prometheus
 from sophia.rehearsal.bootstrap import bootstrap, deployer_kubeconfig
 from sophia.rehearsal.controlplane import Binaries, ControlPlane, Ports, write_private
+from sophia.services.analytics_role import ANALYTICS_ROLE, provision_login
 from sophia.services.sandbox import ensure_sandbox_schema
 
 REGISTRY_HOST = "rehearsal.local"
@@ -98,7 +101,7 @@ def rehearsal_settings(settings: Settings, paths: RehearsalPaths) -> Settings:
                                        "metrics": metrics})  # fmt: skip
 
 
-def _endpoints(settings: Settings, database_url: str) -> dict[str, Any]:
+def _endpoints(settings: Settings, database_url: str, api_token: str) -> dict[str, Any]:
     """What ``endpoints.yaml`` holds: the overrides ``load_config`` applies on the Kubernetes platform."""
     k8s = settings.kubernetes
     return {
@@ -107,6 +110,7 @@ def _endpoints(settings: Settings, database_url: str) -> dict[str, Any]:
         "metrics": {"source": "prometheus", "prometheus_url": settings.metrics.prometheus_url},
         "release": {"registry": REGISTRY_HOST, "builder": "rehearsal"},
         "database_url": database_url,
+        "api_token": api_token,
     }  # fmt: skip
 
 
@@ -173,7 +177,8 @@ async def _start(settings: Settings, binaries: Binaries) -> None:
         processes[name] = ref
         paths.record.write_text(json.dumps({n: r.model_dump() for n, r in processes.items()}))
 
-    database_url = await asyncio.to_thread(_database, settings, paths)
+    database_url, analytics_url = await asyncio.to_thread(_database, settings, paths)
+    token = secrets.token_urlsafe(32)
     plane = ControlPlane(cluster / "controlplane", binaries,
                          Ports(rehearsal.etcd_port, rehearsal.etcd_peer_port, rehearsal.apiserver_port))  # fmt: skip
     await asyncio.to_thread(plane.start)
@@ -187,14 +192,17 @@ async def _start(settings: Settings, binaries: Binaries) -> None:
     baseline = await asyncio.to_thread(WheelImages(target, registry).build_sync, rehearsal.baseline_version)
     admin = KubeConfig.from_file(plane.admin_kubeconfig)
     k8s = target.kubernetes
-    await bootstrap(admin, target, baseline.version, baseline.images, {k8s.database_secret: database_url})
+    made = {k8s.database_secret: database_url, k8s.analytics_database_secret: analytics_url, k8s.token_secret: token}
+    await bootstrap(admin, target, baseline.version, baseline.images, made)
     await deployer_kubeconfig(plane, k8s.namespace, paths.kubeconfig)
     remember("agent", _agent(settings, cluster, plane, registry))
     await _wait_ready(target, time.monotonic() + rehearsal.startup_timeout_s)
-    write_private(paths.endpoints, yaml.safe_dump(_endpoints(target, database_url), sort_keys=False))
+    write_private(paths.endpoints, yaml.safe_dump(_endpoints(target, database_url, token), sort_keys=False))
 
 
-def _database(settings: Settings, paths: RehearsalPaths) -> str:
+def _database(settings: Settings, paths: RehearsalPaths) -> tuple[str, str]:
+    """The services' database, and analytics-mcp's read-only role's DSN (its login made here, its grants by the
+    migrations, as on the local platform)."""
     postgres = EmbeddedPostgres(paths.root / "pg", settings.rehearsal.postgres_port)
     try:
         postgres.start()
@@ -206,7 +214,9 @@ def _database(settings: Settings, paths: RehearsalPaths) -> str:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = postgres.dsn(name)
     ensure_sandbox_schema(dsn)
-    return dsn
+    password = secrets.token_urlsafe(24)
+    provision_login(postgres.dsn(), password)
+    return dsn, make_conninfo(dsn, user=ANALYTICS_ROLE, password=password)
 
 
 def _router(settings: Settings, home: Path) -> ProcessRef:

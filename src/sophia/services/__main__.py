@@ -5,7 +5,8 @@
 With ``--fd`` the service serves on an already bound socket inherited from its parent (the local platform's
 supervisor binds ``127.0.0.1:0`` and passes the descriptor, so no two processes ever race for a port). Logs go
 to stderr with the database password and API token masked; there is no access log. SIGTERM or SIGINT stop the
-service gracefully within about a second (exit status 0). Exit status 2 means the configuration (arguments or
+service gracefully (exit status 0): it stops accepting connections and lets the requests in flight finish, for at
+most ``SOPHIA_SHUTDOWN_S`` seconds (default 10). Exit status 2 means the configuration (arguments or
 environment, e.g. a malformed ``SOPHIA_FAULTS``) is invalid; 70 is an injected crash (``crash=1``).
 """
 
@@ -50,7 +51,7 @@ def load_settings(args: argparse.Namespace) -> ServiceSettings:
     """Settings from the environment plus the command line; exits with status 2 and a clear message if invalid."""
     kind = args.kind or SERVICE_KINDS.get(args.service, "generic")
     try:
-        return ServiceSettings(service=args.service, kind=kind)
+        return ServiceSettings(service=args.service, kind=kind)  # type: ignore[call-arg]  # the token is in the env
     except ValidationError as exc:
         # Field and reason only: never the input, which could be the DSN.
         for error in exc.errors():
@@ -67,6 +68,7 @@ def configure_logging(settings: ServiceSettings, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+    logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
 def listening_socket(args: argparse.Namespace) -> socket.socket:
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=args.log_level,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=1,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_s)),
         server_header=False,
     )
     _Server(config).run(sockets=[sock])  # uvloop and httptools when installed

@@ -1,19 +1,30 @@
-"""Where comms-mcp and crm-mcp deliver: one small Protocol per external system, and the sandbox implementation.
+"""Where comms-mcp and crm-mcp deliver: one small Protocol per external system, and the factory choosing one.
 
-``SOPHIA_BACKEND=sandbox`` (the default, and the only backend so far) delivers into ``sandbox.outbox`` in the
-service's own database. A live Slack or HubSpot backend implements the same Protocol and is chosen in
-``make_backends``; nothing else in the services switches on the backend name.
+=================  =====================================================  ===============================
+kind               backends                                               chosen when
+=================  =====================================================  ===============================
+Slack (comms-mcp)  ``slack-api`` (``chat.postMessage``, bot token)        ``SLACK_BOT_TOKEN`` is set
+                   ``slack-webhook`` (incoming webhook)                   ``SLACK_WEBHOOK_URL`` is set
+                   ``sandbox`` (``sandbox.outbox``)                       neither, or ``SOPHIA_BACKEND=sandbox``
+CRM (crm-mcp)      ``hubspot`` (CRM v3 tasks API)                         ``HUBSPOT_ACCESS_TOKEN`` is set
+                   ``sandbox`` (``sandbox.outbox``)                       otherwise
+=================  =====================================================  ===============================
+
+``slack_backend`` and ``crm_backend`` are the only code that looks at which one is configured; each live
+implementation's module (and its client library) is imported only when it is chosen.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
-
-import psycopg
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from sophia.services.database import Database
-from sophia.services.sandbox import Origin, OutboxKind, OutboxRow, ensure_sandbox_schema_async, insert_outbox
+from sophia.services.errors import ServiceError
+from sophia.services.sandbox import Origin
+from sophia.services.settings import ServiceSettings
 
 Priority = Literal["LOW", "MEDIUM", "HIGH"]
 
@@ -29,7 +40,7 @@ class SlackMessage:
 class PostedMessage:
     message_id: str
     channel: str
-    ts: str
+    ts: str | None  # an incoming webhook does not say
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class CrmTask:
     description: str
     priority: Priority
     assignee: str
+    due_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -45,65 +57,101 @@ class CreatedTask:
     task_id: str
 
 
+class UpstreamError(ServiceError):
+    """The external system refused or failed; ``status`` is what we answer, ``retry_after`` its advice (seconds)."""
+
+    status = 502
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
 class SlackBackend(Protocol):
+    name: str
+    needs_database: bool
+
     async def post(self, message: SlackMessage) -> PostedMessage:
-        """Post ``message`` to its channel; returns the message's id and Slack-style timestamp."""
+        """Post ``message`` to its channel; raises ``UpstreamError`` when Slack refuses."""
         ...
+
+    async def aclose(self) -> None: ...
 
 
 class CrmBackend(Protocol):
+    name: str
+    needs_database: bool
+
     async def create_task(self, task: CrmTask) -> CreatedTask:
-        """Create ``task`` in the CRM; returns its id."""
+        """Create ``task`` in the CRM and return its id; raises ``UpstreamError`` when the CRM refuses."""
         ...
 
-
-@dataclass(frozen=True)
-class Backends:
-    slack: SlackBackend
-    crm: CrmBackend
+    async def aclose(self) -> None: ...
 
 
-class SandboxOutbox:
-    """Delivers into ``sandbox.outbox``, creating the schema on the first delivery if it is missing."""
-
-    def __init__(self, database: Database, origin: Origin) -> None:
-        self._database = database
-        self._origin = origin
-
-    async def deliver(self, kind: OutboxKind, target: str, payload: dict[str, Any]) -> OutboxRow:
-        async with self._database.connection() as conn:
-            try:
-                return await insert_outbox(conn, kind, target, payload, self._origin)
-            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-                await ensure_sandbox_schema_async(conn)
-                return await insert_outbox(conn, kind, target, payload, self._origin)
+SlackFactory = Callable[[ServiceSettings, Database, Origin], SlackBackend]
+CrmFactory = Callable[[ServiceSettings, Database, Origin], CrmBackend]
 
 
-class SandboxSlack:
-    """Slack messages become ``slack_message`` rows; the row id is the message id."""
+def _sandbox_slack(settings: ServiceSettings, database: Database, origin: Origin) -> SlackBackend:
+    from sophia.services.outbox import SandboxOutbox, SandboxSlack
 
-    def __init__(self, outbox: SandboxOutbox) -> None:
-        self._outbox = outbox
-
-    async def post(self, message: SlackMessage) -> PostedMessage:
-        row = await self._outbox.deliver("slack_message", message.channel, asdict(message))
-        return PostedMessage(message_id=str(row.id), channel=message.channel, ts=f"{row.created_at.timestamp():.6f}")
+    return SandboxSlack(SandboxOutbox(database, origin))
 
 
-class SandboxCrm:
-    """CRM tasks become ``crm_task`` rows; the task id is ``task-<row id>``."""
+def _sandbox_crm(settings: ServiceSettings, database: Database, origin: Origin) -> CrmBackend:
+    from sophia.services.outbox import SandboxCrm, SandboxOutbox
 
-    def __init__(self, outbox: SandboxOutbox) -> None:
-        self._outbox = outbox
-
-    async def create_task(self, task: CrmTask) -> CreatedTask:
-        row = await self._outbox.deliver("crm_task", task.assignee, asdict(task))
-        return CreatedTask(task_id=f"task-{row.id}")
+    return SandboxCrm(SandboxOutbox(database, origin))
 
 
-def make_backends(name: Literal["sandbox"], database: Database, origin: Origin) -> Backends:
-    """The backends named by ``SOPHIA_BACKEND``."""
-    if name == "sandbox":
-        outbox = SandboxOutbox(database, origin)
-        return Backends(slack=SandboxSlack(outbox), crm=SandboxCrm(outbox))
-    raise ValueError(f"unknown backend {name!r}")  # pragma: no cover - the settings model allows only sandbox
+def _slack_api(settings: ServiceSettings, database: Database, origin: Origin) -> SlackBackend:
+    from sophia.services.slack import SlackApi
+
+    assert settings.slack_bot_token is not None
+    return SlackApi(settings.slack_bot_token.get_secret_value(), str(settings.slack_api_url))
+
+
+def _slack_webhook(settings: ServiceSettings, database: Database, origin: Origin) -> SlackBackend:
+    from sophia.services.slack import SlackWebhook
+
+    assert settings.slack_webhook_url is not None
+    return SlackWebhook(settings.slack_webhook_url.get_secret_value())
+
+
+def _hubspot(settings: ServiceSettings, database: Database, origin: Origin) -> CrmBackend:
+    from sophia.services.hubspot import HubSpotCrm
+
+    assert settings.hubspot_access_token is not None
+    return HubSpotCrm(settings.hubspot_access_token.get_secret_value(), str(settings.hubspot_api_url).rstrip("/"))
+
+
+SLACK_BACKENDS: dict[str, SlackFactory] = {
+    "sandbox": _sandbox_slack,
+    "slack-api": _slack_api,
+    "slack-webhook": _slack_webhook,
+}
+CRM_BACKENDS: dict[str, CrmFactory] = {"sandbox": _sandbox_crm, "hubspot": _hubspot}
+
+
+def slack_backend_name(settings: ServiceSettings) -> str:
+    if settings.backend == "sandbox":
+        return "sandbox"
+    if settings.slack_bot_token:
+        return "slack-api"
+    return "slack-webhook" if settings.slack_webhook_url else "sandbox"
+
+
+def crm_backend_name(settings: ServiceSettings) -> str:
+    live = settings.backend == "auto" and settings.hubspot_access_token is not None
+    return "hubspot" if live else "sandbox"
+
+
+def slack_backend(settings: ServiceSettings, database: Database, origin: Origin) -> SlackBackend:
+    """The Slack backend the settings configure."""
+    return SLACK_BACKENDS[slack_backend_name(settings)](settings, database, origin)
+
+
+def crm_backend(settings: ServiceSettings, database: Database, origin: Origin) -> CrmBackend:
+    """The CRM backend the settings configure."""
+    return CRM_BACKENDS[crm_backend_name(settings)](settings, database, origin)

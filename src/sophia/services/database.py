@@ -141,6 +141,14 @@ class Database:
             return self.reason(exc)
         return "ok"
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """Connections open, in use, and requests waiting for one (zeros before the pool opens)."""
+        if self._pool is None:
+            return 0, 0, 0
+        stats = self._pool.get_stats()
+        size = stats.get("pool_size", 0)
+        return size, size - stats.get("pool_available", 0), stats.get("requests_waiting", 0)
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close(timeout=1.0)

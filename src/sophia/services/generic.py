@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
-from pydantic import BaseModel, Field
+from fastapi import FastAPI
+from pydantic import Field
 
+from sophia.services.limits import RequestBody
 from sophia.services.settings import ServiceSettings
 
 TOOL_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$"
 
 
-class InvokeRequest(BaseModel):
+class InvokeRequest(RequestBody):
     tool: Annotated[str, Field(pattern=TOOL_PATTERN, description="Tool name, e.g. 'summarise'.")]
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: Annotated[dict[str, Any], Field(default_factory=dict, max_length=100)]
 
 
 def canonical_json(value: Any) -> bytes:
@@ -41,26 +41,28 @@ def invoke_tool(service: str, tool: str, arguments: dict[str, Any]) -> dict[str,
     }
 
 
-def add_tool_routes(
-    app: FastAPI, settings: ServiceSettings, auth: Callable[..., Awaitable[None]], endpoints: list[str]
-) -> None:
-    tags: list[str | Enum] = ["tools"]
-    guard = [Depends(auth)]
+def service_info(settings: ServiceSettings, backend: str, endpoints: list[str]) -> dict[str, Any]:
+    """What this service is and which endpoints it serves (``/api/info`` and the MCP tool ``service_info``)."""
+    return {
+        "service": settings.service,
+        "kind": settings.kind,
+        "version": settings.version,
+        "track": settings.track,
+        "backend": backend,
+        "endpoints": endpoints,
+    }
 
-    @app.post("/api/invoke", tags=tags, dependencies=guard)
+
+def add_tool_routes(app: FastAPI, settings: ServiceSettings, info: dict[str, Any]) -> None:
+    tags: list[str | Enum] = ["tools"]
+
+    @app.post("/api/invoke", tags=tags)
     async def invoke(request: InvokeRequest) -> dict[str, Any]:
         """Call a tool of this service."""
         result = invoke_tool(settings.service, request.tool, request.arguments)
         return {"ok": True, "service": settings.service, "tool": request.tool, "result": result}
 
-    @app.get("/api/info", tags=tags, dependencies=guard)
-    async def info() -> dict[str, Any]:
+    @app.get("/api/info", tags=tags)
+    async def api_info() -> dict[str, Any]:
         """What this service is and which endpoints it serves."""
-        return {
-            "service": settings.service,
-            "kind": settings.kind,
-            "version": settings.version,
-            "track": settings.track,
-            "backend": settings.backend,
-            "endpoints": endpoints,
-        }
+        return info

@@ -1,7 +1,14 @@
-"""The endpoints every service answers without a token: liveness, readiness, identity and metrics."""
+"""The endpoints every service answers: liveness, readiness and metrics (open), and identity (behind the token).
+
+Readiness reflects what the service really needs: its database whenever it is configured or its backend writes
+there (the sandbox outbox), and for analytics-mcp its own read-only role. A live Slack or HubSpot backend is
+reported but not probed: a SaaS outage must not take every replica out of rotation at once, and each request
+already answers it with a clear 502/503/504.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
@@ -12,8 +19,21 @@ from sophia.services.database import Database
 from sophia.services.metrics import CONTENT_TYPE, ServiceMetrics
 from sophia.services.settings import ServiceSettings
 
+Check = Callable[[], Awaitable[str]]
 
-def add_probe_routes(app: FastAPI, settings: ServiceSettings, database: Database, metrics: ServiceMetrics) -> None:
+
+def database_check(database: Database, required: bool) -> Check:
+    async def check() -> str:
+        if not database.configured and required:
+            return "not configured (set DATABASE_URL)"
+        return await database.ping()
+
+    return check
+
+
+def add_probe_routes(
+    app: FastAPI, settings: ServiceSettings, checks: dict[str, Check], metrics: ServiceMetrics
+) -> None:
     tags: list[str | Enum] = ["probes"]
     identity = {"service": settings.service, "version": settings.version, "track": settings.track}
 
@@ -24,10 +44,10 @@ def add_probe_routes(app: FastAPI, settings: ServiceSettings, database: Database
 
     @app.get("/ready", response_model=None, tags=tags)
     async def ready() -> JSONResponse:
-        """Readiness: ``SELECT 1`` on the database within about 2 s (200), else 503 with a short reason."""
-        database_check = await database.ping()
-        ok = database_check in {"ok", "not configured"}
-        body = {"status": "ready" if ok else "not ready", "checks": {"database": database_check}}
+        """Readiness: every dependency the service needs answers within about 2 s (200), else 503 and why."""
+        results = {name: await check() for name, check in checks.items()}
+        ok = all(result in {"ok", "not configured"} for result in results.values())
+        body = {"status": "ready" if ok else "not ready", "checks": results}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/version", tags=tags)
@@ -37,5 +57,5 @@ def add_probe_routes(app: FastAPI, settings: ServiceSettings, database: Database
 
     @app.get("/metrics", tags=tags)
     async def prometheus_metrics() -> Response:
-        """Prometheus text exposition of this process's request metrics."""
+        """Prometheus text exposition of this process's metrics."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)

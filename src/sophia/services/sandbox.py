@@ -1,4 +1,4 @@
-"""The sandbox outbox: where the ``sandbox`` backend delivers Slack messages and CRM tasks instead of the internet.
+"""The sandbox outbox: where the ``sandbox`` backends (``outbox.py``) deliver Slack messages and CRM tasks.
 
 Each row records which service, version and track wrote it, so a synthetic check can prove that the canary
 (and not the stable version) did the work. ``ensure_sandbox_schema`` creates the schema; it is idempotent and

@@ -87,9 +87,9 @@ def container(
             _env("SOPHIA_GIT_SHA", git_sha),
             _env("SOPHIA_ARTIFACT", content_hash),
             _env("SOPHIA_FAULTS", faults),
-            _env("SOPHIA_BACKEND", "sandbox"),
-            _secret_env("DATABASE_URL", config.database_secret, "url"),
-            _secret_env("SOPHIA_API_TOKEN", config.token_secret, "token", optional=True),
+            _env("SOPHIA_MCP_HOSTS", ",".join(mcp_hosts(config, spec.name))),
+            _secret_env("SOPHIA_API_TOKEN", config.token_secret, "token"),
+            *_backend_env(config, spec),
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2,
                            "failureThreshold": 3},
@@ -107,6 +107,27 @@ def container(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a private emptyDir, not the host's
     }  # fmt: skip
+
+
+def mcp_hosts(config: KubernetesPlatformConfig, name: str) -> list[str]:
+    """The ``Host`` values a service's MCP endpoint accepts: the names it is reached by through the gateway and
+    inside the cluster (any port)."""
+    names = [gateway_host(config, name), *(host(name, ns) for ns in (config.namespace, config.canary_namespace))]
+    return [h for n in names for h in (n, f"{n}:*")]
+
+
+def _backend_env(config: KubernetesPlatformConfig, spec: ServiceSpec) -> list[Object]:
+    """What each kind of service talks to: analytics-mcp its read-only role only; the others their database, and
+    comms-mcp and crm-mcp Slack and HubSpot when their Secrets hold tokens (else the sandbox outbox)."""
+    if spec.kind == "analytics":
+        return [_secret_env("ANALYTICS_DATABASE_URL", config.analytics_database_secret, "url")]
+    env = [_secret_env("DATABASE_URL", config.database_secret, "url")]
+    if spec.kind == "comms":
+        env += [_secret_env("SLACK_BOT_TOKEN", config.slack_secret, "bot-token", optional=True),
+                _secret_env("SLACK_WEBHOOK_URL", config.slack_secret, "webhook-url", optional=True)]  # fmt: skip
+    elif spec.kind == "crm":
+        env.append(_secret_env("HUBSPOT_ACCESS_TOKEN", config.hubspot_secret, "access-token", optional=True))
+    return env
 
 
 def pod_template(

@@ -13,8 +13,10 @@ from psycopg import sql
 from sophia.engine.model import Artifact
 from sophia.engine.ports import PlatformError, PreflightError
 from sophia.platforms.local import instances, supervisor
+from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.postgres import PostgresError
 from sophia.platforms.local.state import PlatformState, ProcessRef, ServiceSlot
+from sophia.services.analytics_role import provision_login
 from sophia.services.sandbox import ensure_sandbox_schema
 
 if TYPE_CHECKING:
@@ -123,6 +125,8 @@ def _prepare_database(platform: LocalPlatform) -> None:
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     ensure_sandbox_schema(platform.database_url())
+    # The services' token and the analytics role's password: made once, given to the role and to each process.
+    provision_login(platform.postgres.dsn(), local_secrets.load_or_create(platform.paths.home).analytics_password)
 
 
 def _start_router(platform: LocalPlatform) -> ProcessRef:

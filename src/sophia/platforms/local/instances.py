@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sophia.engine.clock import Clock
 from sophia.engine.model import Artifact
+from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local import supervisor
 from sophia.platforms.local.router_table import Upstream
 from sophia.platforms.local.state import Instance, ProcessRef
@@ -90,7 +91,7 @@ def start(
         "SOPHIA_ARTIFACT": artifact.content_hash,
         "SOPHIA_BACKEND": "sandbox",
         "SOPHIA_FAULTS": faults_env(faults or {}),
-        "DATABASE_URL": database_url,
+        **local_secrets.service_env(paths.home, kind, database_url),
     }
     ref, port = supervisor.spawn_service(service=service, kind=kind, site=site, home=paths.home, env=env, log=log)
     return Instance(

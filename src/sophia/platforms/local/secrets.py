@@ -1,0 +1,84 @@
+"""The local platform's secrets: ``.sophia/local/secrets.env`` (mode 0600), made at the first ``sophia local up``.
+
+``SOPHIA_API_TOKEN`` is the bearer token every service wants and the engine's load generator and synthetic checks
+send; ``SOPHIA_ANALYTICS_PASSWORD`` is the password of analytics-mcp's read-only role (``ops/sql/002``), which
+``sophia local up`` gives the role. Both are kept across ``down``/``up``; delete the file to rotate them. The
+file is written atomically and never readable by anyone else; its values go to the service processes through
+their environment, never their command line.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from sophia.services.analytics_role import ANALYTICS_ROLE
+
+FILE_NAME = "secrets.env"
+
+
+@dataclass(frozen=True)
+class LocalSecrets:
+    api_token: str
+    analytics_password: str
+
+    def service_env(self, kind: str, database_url: str) -> dict[str, str]:
+        """The secret part of a service's environment: analytics-mcp gets only its read-only role's DSN."""
+        if kind == "analytics":
+            analytics_url = make_conninfo(database_url, user=ANALYTICS_ROLE, password=self.analytics_password)
+            return {"SOPHIA_API_TOKEN": self.api_token, "ANALYTICS_DATABASE_URL": analytics_url}
+        return {"SOPHIA_API_TOKEN": self.api_token, "DATABASE_URL": database_url}
+
+
+def path(home: Path) -> Path:
+    return home / FILE_NAME
+
+
+def _parse(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and not name.startswith("#"):
+            values[name.strip()] = value.strip()
+    return values
+
+
+def load(home: Path) -> LocalSecrets | None:
+    """The secrets, or None before the first ``sophia local up``."""
+    try:
+        values = _parse(path(home).read_text())
+    except FileNotFoundError:
+        return None
+    token, password = values.get("SOPHIA_API_TOKEN"), values.get("SOPHIA_ANALYTICS_PASSWORD")
+    return LocalSecrets(token, password) if token and password else None
+
+
+def load_or_create(home: Path) -> LocalSecrets:
+    existing = load(home)
+    if existing is not None:
+        return existing
+    made = LocalSecrets(api_token=secrets.token_urlsafe(32), analytics_password=secrets.token_urlsafe(24))
+    _write(path(home), {"SOPHIA_API_TOKEN": made.api_token, "SOPHIA_ANALYTICS_PASSWORD": made.analytics_password})
+    return made
+
+
+def _write(target: Path, values: Mapping[str, str]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".partial")
+    text = "# Made by `sophia local up`; delete this file to rotate the secrets.\n"
+    text += "".join(f"{name}={value}\n" for name, value in values.items())
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(staging, 0o600)
+    staging.replace(target)
+
+
+def service_env(home: Path, kind: str, database_url: str) -> dict[str, str]:
+    """``LocalSecrets.service_env`` of this platform's secrets (made now if ``local up`` has not yet)."""
+    return load_or_create(home).service_env(kind, database_url)
