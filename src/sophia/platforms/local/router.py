@@ -1,14 +1,16 @@
-"""The local platform's weighted router daemon: Istio's job for the 12 services on one machine.
+"""The local platform's weighted router daemon: Istio's job for the services on one machine (12, or 200).
 
 ``python -m sophia.platforms.local.router --admin-port 18900 --listen mcp-research=18001 --listen ...``
 
 One process, one asyncio event loop, one HTTP listener per service (the data plane, ``router_proxy``) plus one
-admin listener (``router_admin``), all bound to 127.0.0.1 only. Every listener is a ``uvicorn.Server``; they share
-the loop, the route table and the telemetry registry, and each service has its own pooled ``httpx.AsyncClient``
-to its upstreams. uvicorn is used because it is the ASGI server the Sophia services already run on, it accepts
-pre-bound sockets (so every port is bound before anything starts and a taken port fails the whole daemon at once
-with a one-line error) and several instances run side by side in one loop; its per-instance signal capture is
-switched off and replaced by one handler for the process.
+admin listener (``router_admin``), all bound to 127.0.0.1 only. Two ``uvicorn.Server``s share the loop, the route
+table and the telemetry registry: one serves every service's listener (``DataPlane`` hands each request to the
+proxy of the port it came in on), the other the admin API. Each service has its own pooled ``httpx.AsyncClient``
+to its upstreams, all sharing one TLS context. uvicorn is used because it is the ASGI server the Sophia services
+already run on, it accepts pre-bound sockets (so every port is bound before anything starts and a taken port fails
+the whole daemon at once with a one-line error) and several instances run side by side in one loop; its
+per-instance signal capture is switched off and replaced by one handler for the process. The soft limit on open
+files is raised to the hard one at start: 200 listeners, their clients and their upstreams need more than 1,024.
 
 SIGTERM or SIGINT: every listener stops accepting, idle keep-alive connections are closed, requests in flight get
 ``GRACE_S`` to finish and are then cancelled, so the process exits within about a second. Logs go to stderr;
@@ -27,6 +29,7 @@ import logging
 import re
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -35,10 +38,11 @@ import prometheus_client
 import uvicorn
 from starlette.types import ASGIApp
 
+from sophia import descriptors
 from sophia.config import SERVICE_NAME_PATTERN
 from sophia.platforms.local.router_admin import admin_app
 from sophia.platforms.local.router_client import RouterClient, RouterError, ServiceRoute
-from sophia.platforms.local.router_proxy import ServiceProxy, upstream_client
+from sophia.platforms.local.router_proxy import DataPlane, ServiceProxy, upstream_client
 from sophia.platforms.local.router_table import RouteTable, Upstream
 from sophia.platforms.local.router_telemetry import RouterTelemetry
 
@@ -180,15 +184,16 @@ async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_
     telemetry = RouterTelemetry()
     # One pooled client per service: httpcore looks at every pooled connection on each request, so small pools
     # (one service's stable and canary) keep that cost flat however many services the daemon fronts.
-    clients = {name: upstream_client(options.upstream_timeout_s) for name in options.listen}
-    runs: list[tuple[_Listener, socket.socket]] = [
-        (
-            _listener(ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s), data_plane=True),
-            sock,
-        )
-        for name, sock in zip(options.listen, sockets, strict=True)
+    tls = ssl.create_default_context()  # shared: upstreams are plain HTTP on 127.0.0.1, but httpx builds one anyway
+    clients = {name: upstream_client(options.upstream_timeout_s, tls) for name in options.listen}
+    proxies = {
+        port: ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s)
+        for name, port in options.listen.items()
+    }
+    runs: list[tuple[_Listener, list[socket.socket]]] = [
+        (_listener(DataPlane(proxies), data_plane=True), list(sockets)),
+        (_listener(admin_app(table, telemetry), data_plane=False), [admin_socket]),
     ]
-    runs.append((_listener(admin_app(table, telemetry), data_plane=False), admin_socket))
 
     def stop(signum: int) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -201,7 +206,7 @@ async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_
     listening = ", ".join(f"{name}={HOST}:{port}" for name, port in options.listen.items())
     log.info("router ready: admin=%s:%d, %s", HOST, options.admin_port, listening)
     try:
-        await asyncio.gather(*(listener.serve(sockets=[sock]) for listener, sock in runs))
+        await asyncio.gather(*(listener.serve(sockets=socks) for listener, socks in runs))
     finally:
         await asyncio.gather(*(client.aclose() for client in clients.values()))
     log.info("router stopped")
@@ -217,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in ("httpx", "httpcore"):  # they log every upstream request at INFO: no access log here
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    descriptors.raise_soft_limit()
     try:
         admin_socket, *sockets = bind_all([("admin API", options.admin_port), *options.listen.items()])
     except PortInUseError as exc:
