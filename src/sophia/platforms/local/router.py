@@ -3,9 +3,10 @@
 ``python -m sophia.platforms.local.router --admin-port 18900 --listen mcp-research=18001 --listen ...``
 
 One process, one asyncio event loop, one HTTP listener per service (the data plane, ``router_proxy``) plus one
-admin listener (``router_admin``), all bound to 127.0.0.1 only. Two ``uvicorn.Server``s share the loop, the route
-table and the telemetry registry: one serves every service's listener (``DataPlane`` hands each request to the
-proxy of the port it came in on), the other the admin API. Each service has its own pooled ``httpx.AsyncClient``
+admin listener (``router_admin``), all bound to 127.0.0.1 only. Two ``uvicorn.Server``s share the route table and
+the telemetry registry: one serves every service's listener (``DataPlane`` hands each request to the proxy of the
+port it came in on) on the main thread's event loop, the other the admin API on a thread and loop of its own, so
+changing routes never waits for the traffic being routed. Each service has its own pooled ``httpx.AsyncClient``
 to its upstreams, all sharing one TLS context. uvicorn is used because it is the ASGI server the Sophia services
 already run on, it accepts pre-bound sockets (so every port is bound before anything starts and a taken port fails
 the whole daemon at once with a one-line error) and several instances run side by side in one loop; its
@@ -31,6 +32,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -190,24 +192,36 @@ async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_
         port: ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s)
         for name, port in options.listen.items()
     }
-    runs: list[tuple[_Listener, list[socket.socket]]] = [
-        (_listener(DataPlane(proxies), data_plane=True), list(sockets)),
-        (_listener(admin_app(table, telemetry), data_plane=False), [admin_socket]),
-    ]
+    data_plane = _listener(DataPlane(proxies), data_plane=True)
+    admin = _listener(admin_app(table, telemetry), data_plane=False)
+
+    def run_admin() -> None:
+        try:
+            asyncio.run(admin.serve(sockets=[admin_socket]))
+        finally:
+            if not data_plane.should_exit:
+                log.error("admin API stopped unexpectedly; stopping the router")
+            data_plane.should_exit = True  # a router that cannot be rolled back must not go on routing
+
+    # The admin API has a thread and event loop of its own, as Envoy's admin and configuration run apart from its
+    # workers: under heavy traffic a rollback waits for the interpreter lock, not for every request queued ahead.
+    admin_thread = threading.Thread(target=run_admin, name="router-admin", daemon=True)
 
     def stop(signum: int) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
-        for listener, _ in runs:
-            listener.should_exit = True
+        data_plane.should_exit = admin.should_exit = True
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     listening = ", ".join(f"{name}={HOST}:{port}" for name, port in options.listen.items())
     log.info("router ready: admin=%s:%d, %s", HOST, options.admin_port, listening)
+    admin_thread.start()
     try:
-        await asyncio.gather(*(listener.serve(sockets=socks) for listener, socks in runs))
+        await data_plane.serve(sockets=list(sockets))
     finally:
+        admin.should_exit = True
+        await asyncio.to_thread(admin_thread.join, GRACE_S + 2)
         await asyncio.gather(*(client.aclose() for client in clients.values()))
     log.info("router stopped")
 
