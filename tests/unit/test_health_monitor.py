@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from sophia.config import HealthPolicy
+from sophia.engine import run
 from sophia.engine.clock import FakeClock
 from sophia.engine.health import (
     HealthMonitor,
@@ -19,6 +21,8 @@ from sophia.engine.health import (
     next_probe_at,
 )
 from sophia.engine.model import ProbeResult, Track
+from sophia.engine.record import Outcome, StageStatus
+from tests.fakes.engine_world import versions, world
 
 OK = ProbeResult(True, 200, 1.0)
 DOWN = ProbeResult(False, None, 1.0, "no answer within 1s")
@@ -128,3 +132,16 @@ async def test_an_engine_that_cannot_probe_fails_loudly_not_the_target(error: Ex
         with pytest.raises(ProbeError, match=message):
             monitor.failing()
     assert target.failures == 0  # no verdict on the target
+
+
+async def test_a_release_whose_health_the_engine_cannot_see_is_rolled_back_naming_why(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    w = await world(repo_root, tmp_path)
+    w.probe.engine_error = ProbeError("cannot probe memory://x: this process is out of file descriptors")
+    assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
+    assert w.stage("canary-deploy") is StageStatus.FAILED
+    assert versions(w.platform) == {("v1.0.0", None, 0)}
+    rollback = w.record.rollback
+    assert rollback is not None
+    assert "platform error: cannot probe memory://x: this process is out of file descriptors" in rollback.reason
