@@ -50,6 +50,17 @@ async def test_it_sends_one_get_with_a_host_header_and_asks_to_close() -> None:
     assert request.headers["x-sophia-route"] == "canary"
 
 
+async def test_a_host_name_is_resolved_once_and_every_address_tried() -> None:
+    """``localhost`` may resolve to ::1 before 127.0.0.1, where the server listens: the next address is tried."""
+    probe = HttpProbe()
+    with http_receiver() as receiver:
+        results = await asyncio.gather(
+            *(probe.probe(f"http://localhost:{receiver.port}/health", 5.0) for _ in range(3))
+        )
+        assert len(receiver.requests) == 3
+    assert all(r.ok for r in results), results
+
+
 async def test_an_unreachable_target_is_unhealthy() -> None:
     result = await HttpProbe().probe(f"http://127.0.0.1:{free_port()}/health", 1.0)
     assert not result.ok

@@ -120,22 +120,23 @@ class _Resolver:
 
     def __init__(self, ttl_s: float) -> None:
         self._ttl = ttl_s
-        self._cache: dict[tuple[str, int], tuple[float, asyncio.Future[str]]] = {}
+        self._cache: dict[tuple[str, int], tuple[float, asyncio.Future[list[str]]]] = {}
 
-    def lookup(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> asyncio.Future[str]:
+    async def addresses(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
         now = loop.time()
         cached = self._cache.get((host, port))
         if cached and cached[0] > now and (not cached[1].done() or _succeeded(cached[1])):
-            return cached[1]
-        found = asyncio.ensure_future(self._resolve(loop, host, port))
-        found.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure is reported to each caller
-        self._cache[(host, port)] = (now + self._ttl, found)
-        return found
+            found = cached[1]
+        else:
+            found = asyncio.ensure_future(self._resolve(loop, host, port))
+            found.add_done_callback(lambda f: f.cancelled() or f.exception())  # each caller sees a failure itself
+            self._cache[(host, port)] = (now + self._ttl, found)
+        return await asyncio.shield(found)  # a probe that gives up must not cancel the others' lookup
 
     @staticmethod
-    async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
+    async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return str(infos[0][4][0])
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _literal(host: str) -> bool:
@@ -182,13 +183,22 @@ class HttpProbe:
         return ProbeResult(ok, status, _ms(loop, started), None if ok else f"HTTP {status}")
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, target: _Target, exchange: _Exchange) -> None:
-        host = target.host if _literal(target.host) else await self._resolver.lookup(loop, target.host, target.port)
-        if not target.tls:
-            await loop.create_connection(lambda: exchange, host, target.port)
-            return
-        if self._ssl is None:
+        """Connect to the first of the host's addresses that accepts (a name may give ::1 before 127.0.0.1)."""
+        if _literal(target.host):
+            hosts = [target.host]
+        else:
+            hosts = await self._resolver.addresses(loop, target.host, target.port)
+        if target.tls and self._ssl is None:
             self._ssl = ssl.create_default_context()  # one for every probe: building one loads the CA bundle
-        await loop.create_connection(lambda: exchange, host, target.port, ssl=self._ssl, server_hostname=target.host)
+        context, name = (self._ssl, target.host) if target.tls else (None, None)
+        for index, host in enumerate(hosts):
+            try:
+                await loop.create_connection(lambda: exchange, host, target.port, ssl=context, server_hostname=name)
+            except OSError as exc:
+                if descriptors.exhausted(exc) or index == len(hosts) - 1:
+                    raise
+            else:
+                return
 
     async def aclose(self) -> None:
         """Nothing to release: every probe closes its own connection."""
