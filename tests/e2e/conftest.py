@@ -53,6 +53,14 @@ class Cli:
         server = EmbeddedPostgres(self.state_dir / where / "pg", port["postgres_port"])
         return server.dsn(self.settings.get("neon", {}).get("database", "neondb"))
 
+    def api_token(self) -> str:
+        """The services' bearer token, as the platform made it (local ``secrets.env``, a rehearsal's endpoints)."""
+        if self.platform == "local":
+            lines = (self.state_dir / "local" / "secrets.env").read_text().splitlines()
+            return next(line.split("=", 1)[1] for line in lines if line.startswith("SOPHIA_API_TOKEN="))
+        token: str = yaml.safe_load((self.state_dir / "rehearsal" / "endpoints.yaml").read_text())["api_token"]
+        return token
+
     def start(self, *args: str) -> subprocess.Popen[str]:
         """Start a command without waiting for it (to kill it, or to race it)."""
         return subprocess.Popen(

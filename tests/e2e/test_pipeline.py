@@ -127,8 +127,9 @@ class SteadyLoad:
     """GET /version on every given service through its entry, a few times a second each, until stopped; every
     answer that is not a 200 from the service, and every request that failed, is a loss."""
 
-    def __init__(self, services: list[dict[str, Any]], per_second: float = 4.0) -> None:
+    def __init__(self, services: list[dict[str, Any]], token: str, per_second: float = 4.0) -> None:
         self._services = services
+        self._token = token
         self._interval = 1.0 / per_second
         self._stop = threading.Event()
         self.sent = 0
@@ -149,7 +150,8 @@ class SteadyLoad:
                 for service in self._services:
                     self.sent += 1
                     try:
-                        answer = client.get(service["url"] + "/version", headers=service["headers"])
+                        headers = {**service["headers"], "authorization": f"Bearer {self._token}"}
+                        answer = client.get(service["url"] + "/version", headers=headers)
                     except httpx.HTTPError as exc:
                         self.lost.append(f"{service['name']}: {type(exc).__name__}")
                         continue
@@ -160,13 +162,13 @@ class SteadyLoad:
 
 def test_steady_load_loses_no_request_through_a_promotion_and_a_rollback(cli: Cli) -> None:
     services = cli.status()
-    with SteadyLoad(services) as load:
+    with SteadyLoad(services, cli.api_token()) as load:
         promoted = cli("deploy", "--version", "v1.3.0", "--skip", "lint-test")
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert load.sent > 100
     assert load.lost == []
     unaffected = [s for s in services if s["name"] != "comms-mcp"]
-    with SteadyLoad(unaffected) as load:
+    with SteadyLoad(unaffected, cli.api_token()) as load:
         rolled_back = cli("deploy", "--version", "v9.9.8", "--fault", "comms-mcp:error_rate=1.0", "--skip",
                           "lint-test")  # fmt: skip
     assert rolled_back.returncode == 1, rolled_back.stdout + rolled_back.stderr

@@ -36,8 +36,11 @@ class SimulatedProbe:
     def __init__(self, platform: MemoryPlatform, failing: set[str] | None = None) -> None:
         self._platform = platform
         self.failing = failing if failing is not None else set()  # URLs that answer 503 (e.g. a router's /ready)
+        self.engine_error: Exception | None = None  # raised by every probe: the engine itself cannot probe
 
-    async def probe(self, url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> ProbeResult:
+    async def probe(self, url: str, timeout_s: float, *, headers: Mapping[str, str] | None = None) -> ProbeResult:
+        if self.engine_error is not None:
+            raise self.engine_error
         if url in self.failing:
             return ProbeResult(False, 503, 1.0, "HTTP 503")
         name, _, rest = url.removeprefix("memory://").partition("/")

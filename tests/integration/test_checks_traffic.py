@@ -7,11 +7,14 @@ import subprocess
 import sys
 import textwrap
 
+import aiohttp
 import psutil
 
-from sophia.checks.traffic import LoadGenerator, RequestTemplate
+from sophia.checks.traffic import LoadGenerator, RequestTemplate, TrafficDriver
+from sophia.engine.clock import SystemClock
 from sophia.engine.model import TrafficTarget
 from tests.fakes.receivers import Reply, http_receiver
+from tests.fakes.standins import StandIns
 
 MIX = {
     "generic": [RequestTemplate("GET", "/api/info", None, 1)],
@@ -55,6 +58,27 @@ async def test_errors_are_counted_in_the_tally() -> None:
         async with LoadGenerator(20.0, 5.0, MIX).run([TrafficTarget("a", "generic", receiver.base_url)]) as tally:
             await asyncio.sleep(1.0)
     assert tally.services["a"]["errors"] == tally.services["a"]["answered"] > 0
+
+
+async def test_hanging_targets_use_up_their_own_share_of_requests_in_flight_not_the_others() -> None:
+    """Three targets hang: each holds at most ``max_in_flight`` requests, the rest of its load is dropped and
+    counted, and the answering target still gets its whole rate."""
+    driver = TrafficDriver(SystemClock(), 20.0, MIX, max_in_flight=4, max_in_flight_total=100, seed=1)
+    with StandIns(answer=1, hang=3) as standins:
+        urls = {"ok": standins.urls("answer")[0]} | {f"hang-{i}": u for i, u in enumerate(standins.urls("hang"))}
+        targets = [TrafficTarget(name, "generic", url) for name, url in urls.items()]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            driving = asyncio.create_task(driver.drive(session, targets))
+            await asyncio.sleep(2.0)
+            driving.cancel()
+            await asyncio.gather(driving, return_exceptions=True)
+    ok = driver.stats["ok"]
+    assert ok.answered >= 20  # 20 req/s for 2 s, with slack for a busy machine
+    assert (ok.dropped, ok.errors) == (0, 0)
+    for name in ("hang-0", "hang-1", "hang-2"):
+        hanging = driver.stats[name]
+        assert hanging.sent == 4
+        assert hanging.dropped >= 10
 
 
 def test_the_load_generator_dies_with_the_engine_that_started_it() -> None:

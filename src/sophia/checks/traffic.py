@@ -7,6 +7,16 @@ whether or not earlier ones have answered (bounded by a cap on requests in fligh
 cannot slow the load down and hide itself. Every request carries ``x-sophia-source: loadgen`` so telemetry and
 reports can tell it apart from other traffic.
 
+At 200 services the load is one total spread over many targets, and the generator must not starve itself:
+* each target's requests start at a random phase of its first interval, so 200 targets are not 200 requests in
+  the same instant each interval;
+* a generator that falls behind its schedule (a busy machine) catches up by at most ``CATCH_UP_S`` of requests;
+  the rest of the missed slots are skipped and counted as ``late``, never sent as one burst that would make it
+  later still;
+* requests in flight are capped per target (``max_in_flight``) and in all (``max_in_flight_total``, by default
+  what the open-file limit allows after the soft limit is raised): a request over a cap is ``dropped``, counted,
+  not queued.
+
 aiohttp is the client here, not httpx as elsewhere: it costs about a quarter of httpx's CPU per request, which is
 what decides how much load one laptop core can generate.
 """
@@ -26,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from sophia import descriptors
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.model import TrafficTally, TrafficTarget
 
@@ -48,17 +59,48 @@ class TrafficStats:
     sent: int = 0
     answered: int = 0
     errors: int = 0
-    dropped: int = 0
+    dropped: int = 0  # not sent: too many requests already in flight
+    late: int = 0  # not sent: the generator itself had fallen behind its schedule
+
+
+CATCH_UP_S = 1.0
+DESCRIPTOR_RESERVE = 64  # left for everything else the generator opens
+
+
+def pace(next_at: float, now: float, interval_s: float, catch_up_s: float = CATCH_UP_S) -> tuple[float, int]:
+    """The next send time, and how many slots to skip: behind by more than ``catch_up_s``, the missed slots
+    beyond it are given up (the generator is late, not the target), so catching up never becomes a burst."""
+    behind = now - next_at
+    if behind <= catch_up_s:
+        return next_at, 0
+    skipped = int((behind - catch_up_s) / interval_s) + 1
+    return next_at + skipped * interval_s, skipped
+
+
+def default_total_in_flight() -> int:
+    """Requests in flight in all: one descriptor each, within the open-file limit (raised to the hard one)."""
+    return max(DESCRIPTOR_RESERVE, descriptors.raise_soft_limit() - DESCRIPTOR_RESERVE)
 
 
 class TrafficDriver:
     """Paces requests to each target at ``rps`` through the injected clock."""
 
-    def __init__(self, clock: Clock, rps: float, mix: Mix, *, max_in_flight: int = 64, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        rps: float,
+        mix: Mix,
+        *,
+        max_in_flight: int = 64,
+        seed: int | None = None,
+        max_in_flight_total: int | None = None,
+    ) -> None:
         self._clock = clock
         self._mix = mix
         self._interval = 1.0 / rps
         self._max_in_flight = max_in_flight
+        self._max_total = max_in_flight_total if max_in_flight_total is not None else default_total_in_flight()
+        self._in_flight_total = 0
         self._random = random.Random(seed)
         self.stats: dict[str, TrafficStats] = {}
 
@@ -75,19 +117,25 @@ class TrafficDriver:
         next_at = self._clock.monotonic()
         try:
             while True:
-                if len(in_flight) >= self._max_in_flight:
+                if len(in_flight) >= self._max_in_flight or self._in_flight_total >= self._max_total:
                     stats.dropped += 1
                 else:
                     template = self._random.choices(templates, weights)[0]
                     task = asyncio.create_task(_send(session, target, template, stats))
                     in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
-                next_at += self._interval
+                    self._in_flight_total += 1
+                    task.add_done_callback(lambda done: self._settled(in_flight, done))
+                next_at, skipped = pace(next_at + self._interval, self._clock.monotonic(), self._interval)
+                stats.late += skipped
                 await self._clock.sleep(next_at - self._clock.monotonic())
         finally:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _settled(self, in_flight: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        self._in_flight_total -= 1
 
 
 async def _send(

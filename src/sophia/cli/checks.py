@@ -58,7 +58,7 @@ def validate(
             if target is None:
                 return name, where, "-", "no canary deployed"
             for path in ("/health", "/ready"):
-                result = await probe.probe(target.at(path), timeout, target.headers)
+                result = await probe.probe(target.at(path), timeout, headers=target.headers)
                 if not result.ok:
                     return name, where, path, result.error or f"HTTP {result.status_code}"
             return name, where, "/health /ready", "ok"

@@ -99,7 +99,7 @@ class Platform(Protocol):
 
 
 class HealthProbe(Protocol):
-    async def probe(self, url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> ProbeResult: ...
+    async def probe(self, url: str, timeout_s: float, *, headers: Mapping[str, str] | None = None) -> ProbeResult: ...
 
 
 class MetricsSource(Protocol):

@@ -57,7 +57,8 @@ class ReadinessCheck:
         for path in ("/health", "/ready"):
             streak = 0
             while True:
-                result = await ctx.ports.health.probe(status.entry.at(path), health.timeout_s, status.entry.headers)
+                result = await ctx.ports.health.probe(status.entry.at(path), health.timeout_s,
+                                                      headers=status.entry.headers)  # fmt: skip
                 streak = next_streak(streak, result.ok)
                 if result.ok:
                     break

@@ -1,14 +1,17 @@
-"""The local platform's weighted router daemon: Istio's job for the 12 services on one machine.
+"""The local platform's weighted router daemon: Istio's job for the services on one machine (12, or 200).
 
 ``python -m sophia.platforms.local.router --admin-port 18900 --listen mcp-research=18001 --listen ...``
 
 One process, one asyncio event loop, one HTTP listener per service (the data plane, ``router_proxy``) plus one
-admin listener (``router_admin``), all bound to 127.0.0.1 only. Every listener is a ``uvicorn.Server``; they share
-the loop, the route table and the telemetry registry, and each service has its own pooled ``httpx.AsyncClient``
-to its upstreams. uvicorn is used because it is the ASGI server the Sophia services already run on, it accepts
-pre-bound sockets (so every port is bound before anything starts and a taken port fails the whole daemon at once
-with a one-line error) and several instances run side by side in one loop; its per-instance signal capture is
-switched off and replaced by one handler for the process.
+admin listener (``router_admin``), all bound to 127.0.0.1 only. Two ``uvicorn.Server``s share the route table and
+the telemetry registry: one serves every service's listener (``DataPlane`` hands each request to the proxy of the
+port it came in on) on the main thread's event loop, the other the admin API on a thread and loop of its own, so
+changing routes never waits for the traffic being routed. Each service has its own pooled ``httpx.AsyncClient``
+to its upstreams, all sharing one TLS context. uvicorn is used because it is the ASGI server the Sophia services
+already run on, it accepts pre-bound sockets (so every port is bound before anything starts and a taken port fails
+the whole daemon at once with a one-line error) and several instances run side by side in one loop; its
+per-instance signal capture is switched off and replaced by one handler for the process. The soft limit on open
+files is raised to the hard one at start: 200 listeners, their clients and their upstreams need more than 1,024.
 
 SIGTERM or SIGINT: every listener stops accepting, idle keep-alive connections are closed, requests in flight get
 ``GRACE_S`` to finish and are then cancelled, so the process exits within about a second. Logs go to stderr;
@@ -27,7 +30,9 @@ import logging
 import re
 import signal
 import socket
+import ssl
 import sys
+import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -35,11 +40,12 @@ import prometheus_client
 import uvicorn
 from starlette.types import ASGIApp
 
+from sophia import descriptors
 from sophia.config import SERVICE_NAME_PATTERN
 from sophia.engine.model import Track
 from sophia.platforms.local.router_admin import admin_app
 from sophia.platforms.local.router_client import RouterClient, RouterError, ServiceRoute
-from sophia.platforms.local.router_proxy import GatewayProxy, ServiceProxy, upstream_client
+from sophia.platforms.local.router_proxy import DataPlane, GatewayProxy, ServiceProxy, upstream_client
 from sophia.platforms.local.router_table import RouteTable, Upstream
 from sophia.platforms.local.router_telemetry import NAMESPACE_BY_TRACK, RouterTelemetry
 
@@ -200,41 +206,50 @@ def _listener(app: ASGIApp, *, data_plane: bool) -> _Listener:
     return _Listener(config)
 
 
-async def serve(
-    options: RouterOptions,
-    sockets: Sequence[socket.socket],
-    admin_socket: socket.socket,
-    gateway_socket: socket.socket | None = None,
-) -> None:
+async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_socket: socket.socket) -> None:
     """Run every listener until SIGTERM/SIGINT, then shut down within about a second."""
     table = RouteTable(options.listen)
     telemetry = RouterTelemetry(dict(zip((Track.STABLE, Track.CANARY), options.namespaces, strict=True)))
     # One pooled client per service: httpcore looks at every pooled connection on each request, so small pools
     # (one service's stable and canary) keep that cost flat however many services the daemon fronts.
-    clients = {name: upstream_client(options.upstream_timeout_s) for name in options.listen}
-    proxies = {
+    tls = ssl.create_default_context()  # shared: upstreams are plain HTTP on 127.0.0.1, but httpx builds one anyway
+    clients = {name: upstream_client(options.upstream_timeout_s, tls) for name in options.listen}
+    by_name = {
         name: ServiceProxy(name, table, telemetry, clients[name], options.upstream_timeout_s) for name in options.listen
     }
-    runs: list[tuple[_Listener, socket.socket]] = [
-        (_listener(proxies[name], data_plane=True), sock) for name, sock in zip(options.listen, sockets, strict=True)
-    ]
-    runs.append((_listener(admin_app(table, telemetry), data_plane=False), admin_socket))
-    if options.gateway is not None and gateway_socket is not None:
-        runs.append((_listener(GatewayProxy(options.gateway[1], proxies), data_plane=True), gateway_socket))
+    apps: dict[int, ServiceProxy | GatewayProxy] = {port: by_name[name] for name, port in options.listen.items()}
+    if options.gateway is not None:
+        apps[options.gateway[0]] = GatewayProxy(options.gateway[1], by_name)
+    data_plane = _listener(DataPlane(apps), data_plane=True)
+    admin = _listener(admin_app(table, telemetry), data_plane=False)
+
+    def run_admin() -> None:
+        try:
+            asyncio.run(admin.serve(sockets=[admin_socket]))
+        finally:
+            if not data_plane.should_exit:
+                log.error("admin API stopped unexpectedly; stopping the router")
+            data_plane.should_exit = True  # a router that cannot be rolled back must not go on routing
+
+    # The admin API has a thread and event loop of its own, as Envoy's admin and configuration run apart from its
+    # workers: under heavy traffic a rollback waits for the interpreter lock, not for every request queued ahead.
+    admin_thread = threading.Thread(target=run_admin, name="router-admin", daemon=True)
 
     def stop(signum: int) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
-        for listener, _ in runs:
-            listener.should_exit = True
+        data_plane.should_exit = admin.should_exit = True
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     listening = ", ".join(f"{name}={HOST}:{port}" for name, port in options.listen.items())
     log.info("router ready: admin=%s:%d, %s", HOST, options.admin_port, listening)
+    admin_thread.start()
     try:
-        await asyncio.gather(*(listener.serve(sockets=[sock]) for listener, sock in runs))
+        await data_plane.serve(sockets=list(sockets))
     finally:
+        admin.should_exit = True
+        await asyncio.to_thread(admin_thread.join, GRACE_S + 2)
         await asyncio.gather(*(client.aclose() for client in clients.values()))
     log.info("router stopped")
 
@@ -249,16 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in ("httpx", "httpcore"):  # they log every upstream request at INFO: no access log here
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    descriptors.raise_soft_limit()
     gateway = [("gateway", options.gateway[0])] if options.gateway else []
     try:
         admin_socket, *sockets = bind_all([("admin API", options.admin_port), *options.listen.items(), *gateway])
     except PortInUseError as exc:
         print(f"sophia-router: {exc}", file=sys.stderr)
         return 1
-    gateway_socket = sockets.pop() if gateway else None
     # No *_created series in this process (prometheus-client leaves this function unannotated).
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    asyncio.run(serve(options, sockets, admin_socket, gateway_socket))
+    asyncio.run(serve(options, sockets, admin_socket))
     return 0
 
 

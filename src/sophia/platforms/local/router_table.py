@@ -1,9 +1,11 @@
 """The router daemon's routing state: one route per service, replaced atomically, read once per request.
 
 A ``Route`` is immutable; changing a service's route swaps in a new ``Route`` object together with a fresh
-balancer. The daemon runs on one asyncio event loop and no method here awaits, so every change — including a
-batch of weights for all services — is applied between two requests, never half-way through one: requests see
-either the whole old table or the whole new one.
+balancer. Changes come from the admin API's thread and picks from the data plane's, so a change never edits the
+table in place: it builds a new mapping of every service's entry and swaps it in with one assignment. Every
+change — including a batch of weights for all services — is therefore applied between two picks, never half-way
+through one: a request sees either the whole old table or the whole new one. Only the data plane picks, so a
+balancer is only ever advanced by one thread.
 
 Track choice, in order: a pinned track (request header) wins when that track is configured; otherwise, with both
 tracks configured, smooth weighted round-robin over ``100 - canary_weight`` / ``canary_weight``; with one track
@@ -105,7 +107,7 @@ class RouteTable:
     def replace(self, service: str, route: Route) -> None:
         """Install ``route`` for ``service``; the balancer restarts from a clean slate."""
         self._known(service)
-        self._entries[service] = _Entry(route)
+        self._entries = {**self._entries, service: _Entry(route)}
 
     def check_weights(self, weights: Mapping[str, object]) -> dict[str, int]:
         """The weights as integers, or :class:`RouteError` naming the first unknown service or bad value."""
@@ -122,10 +124,12 @@ class RouteTable:
 
     def set_weights(self, weights: Mapping[str, object]) -> None:
         """Set many canary weights at once: all are checked first, then all applied, or none on any error."""
+        entries = dict(self._entries)
         for service, weight in self.check_weights(weights).items():
-            current = self._entries[service].route
+            current = entries[service].route
             if current.canary_weight != weight:
-                self._entries[service] = _Entry(replace(current, canary_weight=weight))
+                entries[service] = _Entry(replace(current, canary_weight=weight))
+        self._entries = entries
 
     def pick(self, service: str, pinned: Track | None = None) -> tuple[Track, Upstream] | None:
         """The track and upstream for the next request to ``service``; ``None`` when it has no route."""

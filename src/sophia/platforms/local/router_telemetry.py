@@ -10,6 +10,7 @@ deploys them: by namespace (``sophia`` and ``sophia-canary``).
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -85,13 +86,16 @@ class RouterTelemetry:
     """Counters and latency histograms for every request the router answers, in a registry of their own.
 
     Besides Istio's metrics (for Prometheus, whose exposition grows with every version and takes tens of
-    milliseconds to render), it keeps a small per-track tally that ``GET /telemetry`` serves in microseconds.
+    milliseconds to render, 160 ms at 200 services), it keeps a small per-track tally that ``GET /telemetry``
+    serves in about a millisecond. The data plane records and the admin API reads from another thread: a lock
+    keeps every tally whole (requests, errors and buckets from the same moment), and prometheus-client locks its own.
     """
 
     def __init__(self, namespaces: dict[Track, str] | None = None) -> None:
         """``namespaces``: the ``destination_workload_namespace`` of each track (default: the guide's)."""
         self._namespaces = namespaces or NAMESPACE_BY_TRACK
         self._tallies: dict[tuple[str, Track], _Tally] = {}
+        self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         # prometheus-client appends "_total" to counter names itself.
         self._requests = Counter(
@@ -137,12 +141,15 @@ class RouterTelemetry:
         self._requests.labels(*labels).inc()
         self._duration.labels(*labels).observe(duration_ms)
         if track is not None:
-            self._tallies.setdefault((service, track), _Tally()).add(response_code, duration_ms)
+            with self._lock:
+                self._tallies.setdefault((service, track), _Tally()).add(response_code, duration_ms)
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{service: {track: {requests, errors, buckets: [[le, cumulative count], ...]}}}`` since start."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for (service, track), tally in self._tallies.items():
+        with self._lock:
+            tallies = [(key, _Tally(t.requests, t.errors, list(t.counts))) for key, t in self._tallies.items()]
+        for (service, track), tally in tallies:
             out.setdefault(service, {})[track.value] = tally.as_json()
         return out
 
