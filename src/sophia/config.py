@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -58,6 +59,9 @@ def check_version(version: str) -> str:
     if not VERSION_PATTERN.match(version):
         raise ConfigError(f"malformed version {version!r}: expected vMAJOR.MINOR.PATCH, e.g. v1.2.0")
     return version
+
+
+Version = Annotated[str, AfterValidator(check_version)]
 
 
 Port = Annotated[int, Field(ge=1024, le=65535)]
@@ -236,13 +240,8 @@ class LocalPlatformConfig(_Model):
     # Each service's router listens on ``router_ports[name]``, else on ``router_port_base`` + its position.
     router_port_base: Port = 18001
     router_ports: dict[str, Port] = Field(default_factory=dict)
-    baseline_version: str = "v1.0.0"
+    baseline_version: Version = "v1.0.0"
     startup_timeout_s: Seconds = 30.0
-
-    @field_validator("baseline_version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        return check_version(value)
 
 
 class GatewayConfig(_Model):
@@ -265,13 +264,8 @@ class RehearsalConfig(_Model):
     router_port_base: Port = 19001
     prometheus_port: Port = 19090
     postgres_port: Port = 55433
-    baseline_version: str = "v1.0.0"
+    baseline_version: Version = "v1.0.0"
     startup_timeout_s: Seconds = 120.0
-
-    @field_validator("baseline_version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        return check_version(value)
 
 
 class ResourcesConfig(_Model):
@@ -328,7 +322,7 @@ class LintTestConfig(_Model):
 
 
 class ReleaseConfig(_Model):
-    version: str = "v1.1.0"
+    version: Version = "v1.1.0"
     registry: str = "ghcr.io"  # REGISTRY
     # What build-cache makes: a wheel (the local platform) or images; "rehearsal" publishes the wheel to the
     # rehearsal's registry and names an image per service by its digest. Default: by platform.
@@ -338,11 +332,6 @@ class ReleaseConfig(_Model):
     def image_repository(self, service: str) -> str:
         """Where ``service``'s images live: ``REGISTRY/OWNER/sophia-SERVICE``."""
         return f"{self.registry.rstrip('/')}/{self.owner}/sophia-{service}"
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        return check_version(value)
 
 
 class NeonConfig(_Model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from sophia.platforms.local.postgres import EmbeddedPostgres
+from sophia.platforms.local.supervisor import port_free
 from sophia.rehearsal.controlplane import Binaries
 from tests.conftest import free_port
 from tests.fakes.cluster import required
@@ -129,17 +129,8 @@ def _free_run(count: int) -> int:
     while True:
         first = free_port()
         ports = range(first, first + count)
-        if all(_bindable(p) for p in ports):
+        if all(port_free(p) for p in ports):
             return first
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

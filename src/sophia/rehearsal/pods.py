@@ -38,13 +38,17 @@ from sophia.rehearsal.kubelet import Behaviour, PodState
 Object = dict[str, Any]
 SecretReader = Callable[[str, str], Awaitable[Object | None]]  # (namespace, name) → Secret or None
 STARTUP_PROBE_S = 0.2
-DRAIN_S = 1.0  # a terminating pod keeps serving this long, while the mesh takes it out of rotation
+DRAIN_S = 2.0  # a terminating pod keeps serving this long, while the mesh takes it out of rotation (preStop)
 MAX_GRACE_S = 10.0
 MAX_BACKOFF_S = 8.0
 # Pods run below the mesh stand-in and the engine, as on a cluster pods run under CPU limits while the mesh's
 # proxies and the control plane have CPU of their own: on one machine a burst of pod start-ups (a rollout of
 # every service) must not starve the data plane that carries the traffic.
 POD_NICENESS = 5
+# At most this many containers start at once (each until it is first ready, or for STARTING_CAP_S): a service's
+# start-up is a second of CPU, and twelve at once on two cores would leave the serving pods and the mesh none.
+MAX_STARTING = 2
+STARTING_CAP_S = 10.0
 
 
 log = logging.getLogger("sophia.rehearsal.pods")
@@ -53,6 +57,27 @@ log = logging.getLogger("sophia.rehearsal.pods")
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped looking after its pod", task.get_name(), exc_info=task.exception())
+
+
+class _Slot:
+    """One of the semaphore's start-up places: given back once, when the container is ready, has stopped, or has
+    held it for ``STARTING_CAP_S``."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+        self._timer = asyncio.get_running_loop().call_later(STARTING_CAP_S, self.release)
+
+    @classmethod
+    async def take(cls, semaphore: asyncio.Semaphore) -> _Slot:
+        await semaphore.acquire()
+        return cls(semaphore)
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._timer.cancel()
+            self._semaphore.release()
 
 
 class ContainerConfigError(Exception):
@@ -108,6 +133,7 @@ class ProcessPods:
         self._workers: dict[str, Worker] = {}
         self._detaching = False  # closing the runner leaves the containers running, as a kubelet restart does
         self._addresses = itertools.count(2)
+        self._starting = asyncio.Semaphore(MAX_STARTING)
         self._http = httpx.AsyncClient(trust_env=False)
         self.on_change: Callable[[], None] = lambda: None  # told whenever a container's state changes
 
@@ -158,6 +184,7 @@ class ProcessPods:
         grace = min(float(spec.get("terminationGracePeriodSeconds", 30)), MAX_GRACE_S)
         try:
             while True:
+                slot = await _Slot.take(self._starting)
                 try:
                     worker.process = await self._start(worker, container)
                 except ContainerConfigError as exc:
@@ -166,9 +193,11 @@ class ProcessPods:
                     self._set(worker, Behaviour.CRASH_LOOP, f"RunContainerError: {type(exc).__name__}: {exc}")
                 else:
                     self._set(worker, Behaviour.NOT_READY)
-                    await self._watch(worker, readiness, liveness)
+                    await self._watch(worker, readiness, liveness, slot)
                     worker.restarts += 1
                     self._set(worker, Behaviour.CRASH_LOOP, "CrashLoopBackOff")
+                finally:
+                    slot.release()
                 if spec.get("restartPolicy", "Always") == "Never":
                     return
                 await asyncio.sleep(min(MAX_BACKOFF_S, 0.5 * 2 ** min(worker.restarts, 5)))
@@ -215,8 +244,8 @@ class ProcessPods:
                 raise ContainerConfigError(f"secret {ref['name']!r} (key {ref['key']!r}) not found in {namespace}")
         return env
 
-    async def _watch(self, worker: Worker, readiness: Probe | None, liveness: Probe | None) -> None:
-        """Probe until the process exits or liveness fails (then kill it)."""
+    async def _watch(self, worker: Worker, readiness: Probe | None, liveness: Probe | None, slot: _Slot) -> None:
+        """Probe until the process exits or liveness fails (then kill it); give up the start-up slot once ready."""
         process = worker.process
         assert process is not None
         ready_fails = live_fails = 0
@@ -225,6 +254,7 @@ class ProcessPods:
         while supervisor.alive(process):
             if readiness is None or await self._probe(worker.ip, readiness):
                 ready_fails, been_ready = 0, True
+                slot.release()
                 self._set(worker, Behaviour.READY)
             else:
                 ready_fails += 1
