@@ -135,8 +135,14 @@ def _free_run(count: int) -> int:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A module that names ``PLATFORMS`` runs its tests on each (the local platform, the Kubernetes rehearsal)."""
-    if "platform_name" in metafunc.fixturenames:
-        metafunc.parametrize("platform_name", getattr(metafunc.module, "PLATFORMS", ("local",)), scope="module")
+    if "cli" in metafunc.fixturenames and hasattr(metafunc.module, "PLATFORMS"):
+        metafunc.parametrize("platform_name", metafunc.module.PLATFORMS, scope="module", indirect=True)
+
+
+@pytest.fixture(scope="module")
+def platform_name(request: pytest.FixtureRequest) -> str:
+    """Where the module's ``cli`` runs: the local platform unless the module names its ``PLATFORMS``."""
+    return str(getattr(request, "param", "local"))
 
 
 @pytest.fixture(scope="module")

@@ -288,3 +288,20 @@ async def test_preflight_refuses_a_missing_namespace_with_exit_2(world: KubeWorl
     assert bad.returncode == 2
     assert "KUBE_CONFIG is not a base64-encoded kubeconfig" in bad.stderr
     assert await world.admin.list("Deployment", world.namespaces[Track.CANARY]) == []
+
+
+async def test_partial_failure_a_rollback_failing_for_one_service_still_rolls_back_the_others(world: KubeWorld) -> None:
+    """Partial failure: the deployer cannot re-create a VirtualService someone deleted (no create verb), so that
+    service's rollback fails — and is named — while every other service is back on stable."""
+    platform = world.platform
+    await platform.deploy_canary(spec(world))
+    await platform.set_weights(dict.fromkeys(world.settings.service_names, 10))
+    stable = world.namespaces[Track.STABLE]
+    deleted = world.cluster.kubectl("-n", stable, "delete", "virtualservice.networking.istio.io", "crm-mcp")
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(PlatformError, match=r"crm-mcp.*forbidden"):
+        await platform.rollback()
+    weights = {s.name: s.canary_weight for s in await platform.inspect()}
+    assert weights == dict.fromkeys(world.settings.service_names, 0)  # crm-mcp has no VirtualService: 0 as well
+    for vs in await world.admin.list("VirtualService", world.namespaces[Track.STABLE]):
+        assert objects.canary_weight(vs, world.settings.kubernetes) == 0
