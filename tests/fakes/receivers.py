@@ -47,6 +47,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    lines: tuple[tuple[str, str], ...] = ()  # every header line as sent, repeats included
 
     @property
     def json(self) -> Any:
@@ -125,7 +126,8 @@ class HttpReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                reply = receiver._next(Request(self.command, self.path, headers, body))
+                lines = tuple((k.lower(), v) for k, v in self.headers.items())
+                reply = receiver._next(Request(self.command, self.path, headers, body, lines))
                 if reply.hang:
                     receiver._stopping.wait()
                     self.close_connection = True

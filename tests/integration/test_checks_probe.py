@@ -50,6 +50,16 @@ async def test_it_sends_one_get_with_a_host_header_and_asks_to_close() -> None:
     assert request.headers["x-sophia-route"] == "canary"
 
 
+async def test_a_given_host_header_is_the_one_sent() -> None:
+    """Through a gateway the host is the service's virtual host, not the gateway's address."""
+    with http_receiver() as receiver:
+        result = await HttpProbe().probe(receiver.url("/health"), 2.0, headers={"Host": "comms-mcp.sophia.internal"})
+        (request,) = receiver.requests
+    assert result.ok
+    assert request.headers["host"] == "comms-mcp.sophia.internal"
+    assert [value for name, value in request.lines if name == "host"] == ["comms-mcp.sophia.internal"]
+
+
 async def test_a_host_name_is_resolved_once_and_every_address_tried() -> None:
     """``localhost`` may resolve to ::1 before 127.0.0.1, where the server listens: the next address is tried."""
     probe = HttpProbe()

@@ -60,8 +60,11 @@ class _Target:
         return cls(parts.hostname, port, parts.scheme == "https", path, parts.netloc.rpartition("@")[2])
 
     def request(self, headers: Mapping[str, str]) -> bytes:
-        lines = [f"GET {self.request_target} HTTP/1.1", f"Host: {self.authority}", "User-Agent: sophia-health",
-                 "Accept: */*", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+        """The request's bytes; a ``Host`` among ``headers`` (a gateway's virtual host) replaces the URL's."""
+        extra = {k: v for k, v in headers.items() if k.lower() != "host"}
+        host = next((v for k, v in headers.items() if k.lower() == "host"), self.authority)
+        lines = [f"GET {self.request_target} HTTP/1.1", f"Host: {host}", "User-Agent: sophia-health",
+                 "Accept: */*", "Connection: close", *(f"{k}: {v}" for k, v in extra.items())]  # fmt: skip
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
