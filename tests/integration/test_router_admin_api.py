@@ -186,20 +186,28 @@ async def test_metrics_parse_into_track_samples(router: RouterProcess) -> None:
         async with httpx.AsyncClient() as http:
             for _ in range(50):
                 await http.get(url)
-            # A new stable version: its requests are summed with the old one's under the stable track.
+            text = await client.metrics_text()
+            tally = await client.telemetry(["crm-mcp", "sophia-lambda"])
+            # A new stable version: the tally sums it with the old one under the stable track, while the old
+            # version's Istio series go, as a retired workload's proxy stops reporting.
             await client.put_route("crm-mcp", Upstream(stable.url, "v1.0.1"), Upstream(canary.url, "v1.1.0"), 20)
             for _ in range(50):
                 await http.get(url)
-        text = await client.metrics_text()
-        tally = await client.telemetry(["crm-mcp", "sophia-lambda"])
+        later_text = await client.metrics_text()
+        later = await client.telemetry(["crm-mcp", "sophia-lambda"])
         await client.aclose()
     samples = track_samples(text, by_namespace(["crm-mcp", "sophia-lambda"]))
     # The cheap per-track tally the analysis reads and the Istio metrics Prometheus scrapes count the same.
     assert tally == samples
     assert set(samples) == {(s, t) for s in ("crm-mcp", "sophia-lambda") for t in Track}
-    stable_sample, canary_sample = samples[("crm-mcp", Track.STABLE)], samples[("crm-mcp", Track.CANARY)]
+    assert samples[("crm-mcp", Track.STABLE)].requests + samples[("crm-mcp", Track.CANARY)].requests == 50
+    stable_sample, canary_sample = later[("crm-mcp", Track.STABLE)], later[("crm-mcp", Track.CANARY)]
     assert (stable_sample.requests, stable_sample.errors) == (80, 0)
     assert (canary_sample.requests, canary_sample.errors) == (20, 20)
+    assert 'destination_version="v1.0.0"' not in later_text
+    assert 'destination_version="v1.0.1"' in later_text
+    exposed = track_samples(later_text, by_namespace(["crm-mcp"]))
+    assert exposed[("crm-mcp", Track.CANARY)] == canary_sample  # the canary's version kept its series
     for sample in (stable_sample, canary_sample):
         bounds = [le for le, _ in sample.latency_buckets]
         counts = [n for _, n in sample.latency_buckets]

@@ -80,3 +80,23 @@ async def test_metrics_text_parses(client: RouterClient, telemetry: RouterTeleme
     samples = track_samples(await client.metrics_text(), by_namespace(["mcp-research"]))
     assert samples[("mcp-research", Track.STABLE)].requests == 1
     assert await client.healthy()
+
+
+async def test_a_new_route_drops_the_series_of_versions_it_no_longer_sends_to(
+    client: RouterClient, telemetry: RouterTelemetry
+) -> None:
+    for service, version in [("comms-mcp", "v1.0.0"), ("comms-mcp", "v1.1.0"), ("crm-mcp", "v1.0.0")]:
+        telemetry.record(service=service, track=Track.STABLE, version=version, response_code=200,
+                         flag=ResponseFlag.NONE, source="synthetics", duration_ms=1.0)  # fmt: skip
+    await client.put_route("comms-mcp", CANARY, None, 0)  # v1.1.0 promoted: v1.0.0 runs nowhere any more
+    text = await client.metrics_text()
+    versions = {
+        (
+            line.split('destination_service_name="')[1].split('"')[0],
+            line.split('destination_version="')[1].split('"')[0],
+        )
+        for line in text.splitlines()
+        if line.startswith("istio_requests_total{")
+    }
+    assert versions == {("comms-mcp", "v1.1.0"), ("crm-mcp", "v1.0.0")}
+    assert telemetry.summary()["comms-mcp"]["stable"]["requests"] == 2  # the per-track tally keeps its history

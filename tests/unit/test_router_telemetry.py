@@ -126,3 +126,33 @@ def test_track_samples_difference_over_an_interval() -> None:
 
 def test_track_samples_of_an_empty_exposition_are_zero() -> None:
     assert track_samples("", by_namespace(["crm-mcp"])) == {("crm-mcp", t): TrackSample() for t in Track}
+
+
+def test_the_exposition_counts_every_request_once_per_label_set_and_sums_durations() -> None:
+    telemetry = RouterTelemetry()
+    record(telemetry, *[("crm-mcp", Track.CANARY, "v1.1.0", 200, 2.0, OK)] * 3,
+           ("crm-mcp", Track.CANARY, "v1.1.0", 500, 40.0, OK))  # fmt: skip
+    families = {f.name: f for f in text_string_to_metric_families(telemetry.exposition().decode())}
+    totals = {s.labels["response_code"]: s.value for s in families["istio_requests"].samples
+              if s.name == "istio_requests_total"}  # fmt: skip
+    assert totals == {"200": 3, "500": 1}
+    durations = families["istio_request_duration_milliseconds"].samples
+    sums = {s.labels["response_code"]: s.value for s in durations if s.name.endswith("_sum")}
+    counts = {s.labels["response_code"]: s.value for s in durations if s.name.endswith("_count")}
+    assert (sums, counts) == ({"200": 6.0, "500": 40.0}, {"200": 3, "500": 1})
+
+
+def test_retain_keeps_the_named_versions_and_requests_without_a_route() -> None:
+    telemetry = RouterTelemetry()
+    record(
+        telemetry,
+        ("crm-mcp", Track.STABLE, "v1.0.0", 200, 1.0, OK),
+        ("crm-mcp", Track.CANARY, "v1.1.0", 200, 1.0, OK),
+        ("crm-mcp", None, None, 503, 0.1, ResponseFlag.NO_ROUTE),
+        ("comms-mcp", Track.STABLE, "v1.0.0", 200, 1.0, OK),
+    )
+    telemetry.retain("crm-mcp", {"v1.1.0"})
+    families = {f.name: f for f in text_string_to_metric_families(telemetry.exposition().decode())}
+    left = {(s.labels["destination_service_name"], s.labels["destination_version"])
+            for s in families["istio_requests"].samples if s.name == "istio_requests_total"}  # fmt: skip
+    assert left == {("crm-mcp", "v1.1.0"), ("crm-mcp", "unknown"), ("comms-mcp", "v1.0.0")}

@@ -147,6 +147,7 @@ def admin_app(table: RouteTable, telemetry: RouterTelemetry) -> Starlette:
                 stable=_upstream(body.stable), canary=_upstream(body.canary), canary_weight=body.canary_weight
             )
             table.replace(service, route)
+            telemetry.retain(service, {u.version for u in (route.stable, route.canary) if u is not None})
         except ValidationError as exc:
             return _error(422, _describe(exc))
         except RouteError as exc:
