@@ -33,10 +33,10 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import prometheus_client
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -225,7 +225,7 @@ async def serve(options: RouterOptions, sockets: Sequence[socket.socket], admin_
 
     def run_admin() -> None:
         try:
-            asyncio.run(admin.serve(sockets=[admin_socket]))
+            _run(admin.serve(sockets=[admin_socket]))
         finally:
             if not data_plane.should_exit:
                 log.error("admin API stopped unexpectedly; stopping the router")
@@ -271,10 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PortInUseError as exc:
         print(f"sophia-router: {exc}", file=sys.stderr)
         return 1
-    # No *_created series in this process (prometheus-client leaves this function unannotated).
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    asyncio.run(serve(options, sockets, admin_socket))
+    _run(serve(options, sockets, admin_socket))
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop (the loop the services' uvicorn runs on) where it is installed, else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency wherever it builds
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 if __name__ == "__main__":
