@@ -238,7 +238,7 @@ def test_sigterm_stops_the_daemon_within_a_second_and_frees_every_port() -> None
         assert process.children(recursive=True) == []
         seconds = router.terminate()
         assert router.proc.returncode == 0
-        assert seconds < 1.5
+        assert seconds < 3.0  # GRACE_S plus start-up of the shutdown, with room for a busy machine
         assert not psutil.pid_exists(router.proc.pid)
         assert all(port_is_free(p) for p in [router.admin_port, *router.ports.values()])
         assert "shutting down" in router.stderr()
@@ -256,7 +256,7 @@ def test_sigterm_with_a_request_in_flight_still_exits_promptly() -> None:
         while not slow.hits and time.monotonic() < deadline:
             time.sleep(0.02)
         assert slow.hits, "the request never reached the upstream"
-        assert router.terminate() < 2.0
+        assert router.terminate() < 4.0  # not the upstream's 10 s: in-flight requests get GRACE_S
         assert router.proc.returncode == 0
 
 

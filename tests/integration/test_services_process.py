@@ -53,7 +53,7 @@ def test_a_canary_process_serves_http_delivers_and_stops_on_sigterm(
 
     code, took = service.stop(signal.SIGTERM)
     assert code == 0
-    assert took < 1.5
+    assert took < 3.0  # a prompt graceful stop (code 0), with room for a busy machine
     log = service.stderr()
     assert "comms-mcp v1.2.0 (canary) serving" in log
     assert password not in log
