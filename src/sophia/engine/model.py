@@ -188,6 +188,11 @@ class ServiceStatus:
         """``entry`` with the headers that route to ``track`` (the entry itself when the platform has no pin)."""
         return self.entry.with_headers(self.pins.get(track, {}))
 
+    def row(self) -> dict[str, Any]:
+        """What the run record keeps of a service: its versions and canary weight (no endpoints, no credentials)."""
+        return {"name": self.name, "stable_version": self.stable_version, "canary_version": self.canary_version,
+                "canary_weight": self.canary_weight}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ProbeResult:

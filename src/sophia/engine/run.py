@@ -180,11 +180,7 @@ async def finish(ctx: RunContext, outcome: Outcome) -> Outcome:
     record.phase = Phase(outcome.value)
     record.finished_at = ctx.clock.now()
     try:
-        record.services = [
-            {"name": s.name, "stable_version": s.stable_version, "canary_version": s.canary_version,
-             "canary_weight": s.canary_weight}
-            for s in await ctx.ports.platform.inspect()
-        ]  # fmt: skip
+        record.services = [s.row() for s in await ctx.ports.platform.inspect()]
     except PlatformError as exc:
         record.notes.append(f"could not read the final service state: {exc}")
     await _announce(ctx, outcome)
