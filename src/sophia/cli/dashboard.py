@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Annotated
 
 import typer
@@ -36,18 +37,24 @@ def dashboard(
     if token is not None and len(token) < 16:
         fail("the dashboard token must be at least 16 characters")
 
+    try:  # bound before anything else, so a taken port is a clear error (exit 2), not a server's log line
+        listener = socket.create_server(("127.0.0.1", port))
+    except OSError as exc:
+        fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
+
     async def serve() -> None:
         async with wiring.run_store(settings) as store:
             app = create_app(store, token=token)
-            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-            server = uvicorn.Server(config)
+            config = uvicorn.Config(app, log_level="warning", lifespan="off")
             mode = "promote/abort/rollback for token holders" if token else "read-only"
             console.print(f"dashboard on http://127.0.0.1:{port}/ ({mode}); Ctrl-C stops it", highlight=False)
-            await server.serve()
+            await uvicorn.Server(config).serve(sockets=[listener])
 
     try:
         asyncio.run(serve())
     except (ConfigError, StoreError) as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot serve on 127.0.0.1:{port}: {exc}")
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then re-raises it: that is how a person stops it
+        console.print("dashboard stopped", highlight=False)
+    finally:
+        listener.close()
