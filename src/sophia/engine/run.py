@@ -13,7 +13,7 @@ from sophia.engine.context import RunContext, StopCause
 from sophia.engine.decide import stage_budget
 from sophia.engine.events import EventKind
 from sophia.engine.ports import PlatformError
-from sophia.engine.record import Outcome, Phase, RollbackRecord, StageStatus
+from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
 from sophia.engine.report import write_report
 from sophia.engine.stages.base import Stage, StageResult, failed
 from sophia.engine.stages.build import BuildCache
@@ -186,13 +186,21 @@ async def finish(ctx: RunContext, outcome: Outcome) -> Outcome:
     await _announce(ctx, outcome)
     action = "release.promote" if outcome is Outcome.PROMOTED else f"run.{outcome.value}"
     try:
-        await ctx.commit(EventKind.RUN_FINISHED, outcome.value, audit=action, outcome=outcome.value)
+        await ctx.commit(EventKind.RUN_FINISHED, outcome.value, audit=action, outcome=outcome.value,
+                         notifications=_delivery(record))  # fmt: skip
     except LeaseLostError:
         raise
     except StoreError as exc:
         record.notes.append(f"final state not stored: {exc}")
-        ctx.events.emit(ctx.event(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value))
+        ctx.events.emit(ctx.event(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value,
+                                  notifications=_delivery(record)))  # fmt: skip
     return outcome
+
+
+def _delivery(record: RunRecord) -> list[dict[str, object]]:
+    """Each notification's channel, kind and whether it was delivered (for the engine's metrics)."""
+    return [{"channel": n.get("channel"), "kind": n.get("kind"), "delivered": bool(n.get("delivered"))}
+            for n in record.notifications]  # fmt: skip
 
 
 _SEVERITY = {Outcome.PROMOTED: "info", Outcome.ROLLED_BACK: "warning", Outcome.ABORTED: "warning",
