@@ -354,7 +354,7 @@ class MetricsConfig(_Model):
     exposition_url: str | None = None  # default: the local router daemon's /metrics
     timeout_s: Seconds = 5.0
     # The engine's own metrics (runs, stages, rollback, canary weight and verdict, notifications) for Prometheus,
-    # served on engine_host:engine_port while a command executes a run; None: not served (docs/dashboard.md).
+    # served on engine_host:engine_port while a command executes a run; None: not served (docs/metrics.md).
     engine_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     engine_host: str = "127.0.0.1"
 
