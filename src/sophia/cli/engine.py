@@ -67,7 +67,9 @@ async def act(runtime: wiring.Runtime, ctx: RunContext, work: Callable[[], Await
         return await drive(ctx, runtime.session(), work)
     finally:
         if ctx.lease is not None:  # refused at the door (another run has the environment): nothing to report
-            run.write(ctx)
+            from sophia.dashboard.svg import report_charts
+
+            await run.write(ctx, report_charts)
 
 
 def execute(

@@ -7,14 +7,15 @@ the same loop serves a whole deploy, one stage at a time (``sophia stage``), and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from sophia.engine.context import RunContext, StopCause
 from sophia.engine.decide import stage_budget
-from sophia.engine.events import EventKind
+from sophia.engine.events import Event, EventKind
 from sophia.engine.ports import PlatformError
 from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
-from sophia.engine.report import write_report
+from sophia.engine.report import Charts, write_report
 from sophia.engine.stages.base import Stage, StageResult, failed
 from sophia.engine.stages.build import BuildCache
 from sophia.engine.stages.canary import CanaryDeploy
@@ -36,6 +37,8 @@ PIPELINE: tuple[Stage, ...] = (
 )
 
 
+# How long the report waits for the run's events (to draw its charts) before it is written without them.
+REPORT_EVENTS_TIMEOUT_S = 5.0
 # How long a rollback waits to record that it is starting before it goes ahead regardless.
 ROLLBACK_RECORD_TIMEOUT_S = 1.0
 
@@ -238,5 +241,19 @@ async def _failures_since_last_promotion(ctx: RunContext) -> tuple[str, ...]:
     return tuple(failed_runs)
 
 
-def write(ctx: RunContext) -> Path:
-    return write_report(ctx.record, ctx.settings.state_dir / "runs")
+ChartMaker = Callable[[RunRecord, list[Event]], Charts]
+
+
+async def write(ctx: RunContext, charts: ChartMaker | None = None) -> Path:
+    """Write the run's report; with ``charts``, drawn from the run's events in the store (none if it is down)."""
+    drawn: Charts | None = None
+    if charts is not None:
+        try:
+            async with asyncio.timeout(REPORT_EVENTS_TIMEOUT_S):
+                events = await ctx.ports.store.events(ctx.record.run_id)
+            drawn = charts(ctx.record, events)
+        except (StoreError, TimeoutError) as exc:
+            ctx.record.notes.append(f"report charts not drawn: {exc or 'the run store was too slow'}")
+        except Exception as exc:  # a chart is an illustration: the report is written without it, never not at all
+            ctx.record.notes.append(f"report charts not drawn: {type(exc).__name__}: {exc}")
+    return write_report(ctx.record, ctx.settings.state_dir / "runs", drawn)
