@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sophia.engine import run
-from sophia.engine.events import EventBus
+from sophia.engine.events import EventBus, EventSink
 from sophia.engine.record import Outcome
 from sophia.engine.store import RequestAction
 from sophia.telemetry.engine_metrics import EngineMetrics, serving
@@ -139,3 +139,33 @@ async def test_every_grafana_panel_queries_metrics_that_exist(repo_root: Path, t
     assert {"sophia_runs_total", "sophia_stage_duration_seconds", "sophia_stage_budget_seconds",
             "sophia_rollback_duration_seconds", "sophia_canary_weight_percent", "sophia_canary_verdict",
             "sophia_notifications_total"} <= used  # fmt: skip
+
+
+def test_the_command_serves_the_metrics_on_the_configured_port_and_refuses_a_taken_one(repo_root: Path) -> None:
+    import socket
+
+    import typer
+
+    from sophia.cli.engine import _engine_metrics
+    from tests.conftest import free_port
+    from tests.fakes.engine_world import settings
+
+    port = free_port()
+    base = settings(repo_root)
+    configured = base.model_copy(update={"metrics": base.metrics.model_copy(update={"engine_port": port})})
+    sinks: list[EventSink] = []
+    with _engine_metrics(configured, sinks):
+        assert [type(s).__name__ for s in sinks] == ["EngineMetrics"]
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert answer.status_code == 200
+        assert "sophia_run_active" in answer.text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)  # gone with the command
+    taken = free_port()
+    busy = base.model_copy(update={"metrics": base.metrics.model_copy(update={"engine_port": taken})})
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with pytest.raises(typer.Exit) as exited, _engine_metrics(busy, []):
+            pass
+    assert exited.value.exit_code == 2
