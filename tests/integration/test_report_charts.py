@@ -61,7 +61,7 @@ async def test_without_a_chart_maker_or_without_the_store_the_report_is_still_wr
     assert "charts/" not in (plain / "report.md").read_text()
 
     class DownStore(MemoryStore):
-        async def events(self, run_id: str) -> list[Event]:
+        async def events(self, run_id: str, after: int = 0) -> list[Event]:
             raise StoreUnavailableError("connection refused")
 
     w.ctx.ports.store = DownStore()

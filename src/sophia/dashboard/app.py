@@ -24,6 +24,7 @@ from sophia.dashboard.guard import COOKIE, Guard
 from sophia.dashboard.stream import run_stream
 from sophia.dashboard.view import RunView, build_view, focus
 from sophia.engine.clock import Clock, SystemClock
+from sophia.engine.events import Event
 from sophia.engine.store import RequestAction, Store, UnknownRunError
 
 STATIC = Path(__file__).parent / "static"
@@ -51,16 +52,19 @@ class Dashboard:
     def _html(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(self.templates.get_template(template).render(**context), status_code=status)
 
-    async def view(self, run_id: str) -> RunView:
+    async def view(self, run_id: str, events: list[Event] | None = None) -> RunView:
         record = await self.store.load(run_id)
-        return build_view(record, await self.store.events(run_id), self.clock.now())
+        events = await self.store.events(run_id) if events is None else events
+        return build_view(record, events, self.clock.now())
 
     def panels(self, view: RunView, csrf: str | None) -> dict[str, str]:
         module = self.templates.get_template("panels.html").make_module({"csrf": csrf, "guarded": bool(self.guard)})
         return {name: str(getattr(module, name)(view)) for name in (*PANELS, "actions")}
 
-    async def payload(self, run_id: str, csrf: str | None) -> tuple[dict[str, Any], bool]:
-        view = await self.view(run_id)
+    async def payload(
+        self, run_id: str, csrf: str | None, events: list[Event] | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        view = await self.view(run_id, events)
         data = {"phase": view.phase, "terminal": view.terminal, "events_seen": view.events_seen,
                 "panels": self.panels(view, csrf), "charts": view.charts(), "focus": focus(view)}  # fmt: skip
         return data, view.terminal
@@ -128,8 +132,8 @@ class Dashboard:
         except UnknownRunError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
 
-        async def render(rid: str) -> tuple[dict[str, Any], bool]:
-            return await self.payload(rid, csrf)
+        async def render(events: list[Event]) -> tuple[dict[str, Any], bool]:
+            return await self.payload(run_id, csrf, events)
 
         body = run_stream(self.store, run_id, render, request.is_disconnected, self.clock, poll_s=self.poll_s)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

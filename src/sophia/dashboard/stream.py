@@ -1,7 +1,8 @@
 """Server-sent events for one run, fed from the run store.
 
-The stream looks at the run's event log every ``poll_s`` (one query) and, only when something new was appended,
-loads the record and sends the re-rendered panels and the charts' data as one ``view`` message. A run that has ended
+The stream keeps the run's events and asks the store every ``poll_s`` only for those appended since (one indexed
+query that usually returns nothing); only when something new arrived does it load the record and send the
+re-rendered panels and the charts' data as one ``view`` message. A run that has ended
 gets a final ``end`` message and the stream closes (the page stops listening). A comment line every
 ``keepalive_s`` keeps proxies from closing an idle stream.
 """
@@ -13,9 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sophia.engine.clock import Clock
+from sophia.engine.events import Event
 from sophia.engine.store import Store
 
-Render = Callable[[str], Awaitable[tuple[dict[str, Any], bool]]]
+Render = Callable[[list[Event]], Awaitable[tuple[dict[str, Any], bool]]]
 Disconnected = Callable[[], Awaitable[bool]]
 
 
@@ -33,18 +35,18 @@ async def run_stream(
     poll_s: float,
     keepalive_s: float = 15.0,
 ) -> AsyncIterator[str]:
-    payload, terminal = await render(run_id)
-    seen = payload["events_seen"]
+    events = await store.events(run_id)
+    payload, terminal = await render(events)
     yield message("view", payload)
     quiet_since = clock.monotonic()
     while not terminal:
         await clock.sleep(poll_s)
         if await disconnected():
             return
-        count = len(await store.events(run_id))
-        if count != seen:
-            payload, terminal = await render(run_id)
-            seen = payload["events_seen"]
+        new = await store.events(run_id, after=len(events))
+        if new:
+            events += new
+            payload, terminal = await render(events)
             yield message("view", payload)
             quiet_since = clock.monotonic()
         elif clock.monotonic() - quiet_since >= keepalive_s:
