@@ -195,6 +195,20 @@ class ServiceStatus:
 
 
 @dataclass(frozen=True)
+class ResourceUsage:
+    """What one workload (a service's track) uses, as the platform measures it."""
+
+    service: str
+    track: Track
+    memory_mib: float  # resident memory of its processes (pods)
+    cpu_percent: float | None = None  # of one core, averaged since it started; None when not measured
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "track": self.track.value, "memory_mib": round(self.memory_mib, 1),
+                "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1)}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     ok: bool
     status_code: int | None

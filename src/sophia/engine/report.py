@@ -48,6 +48,7 @@ def render_markdown(record: RunRecord, charts: Charts | None = None) -> str:
         _rollback(record),
         _services(record),
         _images(charts, "services"),
+        _readiness(record),
         _traffic(record),
         _notes(record),
         _notifications(record),
@@ -109,6 +110,21 @@ def _services(record: RunRecord) -> list[str]:
     for svc in record.services:
         canary = svc["canary_version"] or "—"
         lines.append(f"| {svc['name']} | {svc['stable_version']} | {canary} | {svc['canary_weight']} % |")
+    return lines
+
+
+def _readiness(record: RunRecord) -> list[str]:
+    data = record.stage("readiness-check").data
+    usage, monitoring = data.get("resources") or [], data.get("monitoring") or {}
+    if not usage and not monitoring:
+        return []
+    lines = ["", "## Readiness findings", ""]
+    if usage:
+        lines += ["| service | track | memory | CPU (avg since start) |", "|---|---|---|---|"]
+        for u in usage:
+            cpu = "—" if u.get("cpu_percent") is None else f"{u['cpu_percent']:.1f} %"
+            lines.append(f"| {u['service']} | {u['track']} | {u['memory_mib']:.1f} MiB | {cpu} |")
+    lines += [f"- monitoring {url}: {state}" for url, state in monitoring.items()]
     return lines
 
 
