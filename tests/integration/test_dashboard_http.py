@@ -201,3 +201,29 @@ async def test_a_faulted_run_shows_the_canary_climb_the_decision_and_the_rollbac
     assert [e["kind"] for e in view["log"]][-1] == "run_finished"
     assert 'id="rollback"' in page
     assert "/actions/" not in page
+
+
+async def test_the_rollback_button_stops_a_live_run_through_its_session(repo_root: Path, tmp_path: Path) -> None:
+    """Pressed while the run's process is executing it (at the manual gate), the request makes that process roll
+    every service back, as `sophia rollback` would."""
+    from sophia.engine.session import SessionPolicy, drive
+    from tests.fakes.engine_world import versions
+
+    w = await world(repo_root, tmp_path, canary={"steps": [10], "manual_gate": True})
+    session = SessionPolicy("test-env", "holder-1", ttl_s=5, heartbeat_s=0.05, request_poll_s=0.02)
+    executing = asyncio.create_task(drive(w.ctx, session, lambda: run.execute(w.ctx)))
+    async with asyncio.timeout(20):
+        while not any("waiting for approval" in e.message for e in w.events):
+            await asyncio.sleep(0.01)
+    async with serving(create_app(w.store, token=TOKEN)) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/login", data={"token": TOKEN, "next": "/runs/r-test"})
+        assert response.status_code == 303
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', (await client.get("/runs/r-test")).text)
+        assert csrf
+        pressed = await client.post("/runs/r-test/actions/rollback", data={"csrf": csrf.group(1)})
+        assert pressed.status_code == 202
+        async with asyncio.timeout(20):
+            assert await executing is Outcome.ROLLED_BACK
+    assert versions(w.platform) == {("v1.0.0", None, 0)}
+    assert w.record.rollback is not None
+    assert w.record.rollback.reason == "rollback requested by dashboard: rollback from the dashboard"
