@@ -79,8 +79,7 @@ async def write_run(store: PostgresStore, looks: int) -> str:
     canary = record.stage(STAGE_NAMES[2])
     canary.status, canary.started_at, canary.budget_s = StageStatus.RUNNING, start + timedelta(seconds=2), 300
     await store.create(record, Event(EventKind.RUN_STARTED, start, record.run_id, "release v2.0.0 on local"))
-    health = [{"service": n, "track": t, "streak": 0, "probes": 100, "failures": 0}
-              for n in SERVICES for t in ("stable", "canary")]  # fmt: skip
+    health = {"targets": 2 * len(SERVICES), "probes": 2400, "failed": []}
     for look in range(1, looks + 1):
         at = start + timedelta(seconds=2 + look * 0.25)
         data = {"elapsed_s": look * 0.25, "decision": None, "health": health,

@@ -97,7 +97,7 @@ class RunView:
     stages: list[StageRow]
     services: list[ServiceRow]
     series: dict[str, Series]
-    health: list[dict[str, Any]]
+    health: dict[str, Any]  # {"targets": n, "probes": n, "failed": [targets that failed a probe]}
     decisions: list[Decision]
     log: list[dict[str, Any]]
     notifications: list[dict[str, Any]]
@@ -113,7 +113,7 @@ class RunView:
 def build_view(record: RunRecord, events: list[Event], now: datetime) -> RunView:
     series: dict[str, Series] = {}
     latest: dict[str, dict[str, Any]] = {}
-    health: list[dict[str, Any]] = []
+    health: dict[str, Any] = {}
     decisions: list[Decision] = []
     for event in events:
         if event.kind is not EventKind.OBSERVATION:
@@ -122,9 +122,11 @@ def build_view(record: RunRecord, events: list[Event], now: datetime) -> RunView
         for name, figures in (event.data.get("services") or {}).items():
             series.setdefault(name, Series()).add(t, figures)
             latest[name] = figures
-        health = list(event.data.get("health") or health)
-        if event.data.get("decision"):
-            decisions.append(Decision(event.at.isoformat(), event.stage, event.data["decision"], event.message))
+        health = dict(event.data.get("health") or health)
+        decision = event.data.get("decision")
+        if decision and (not decisions or (decisions[-1].stage, decisions[-1].decision) != (event.stage, decision)):
+            # the first look of each verdict: a canary passing at the manual gate says so once, not every look
+            decisions.append(Decision(event.at.isoformat(), event.stage, decision, event.message))
     log = [e.as_dict() for e in events if e.kind is not EventKind.OBSERVATION][-MAX_LOG:]
     return RunView(
         run_id=record.run_id,

@@ -205,12 +205,19 @@ def _track_figures(sample: TrackSample) -> dict[str, Any]:
     }
 
 
-def _streaks(targets: list[TargetHealth]) -> list[dict[str, Any]]:
-    """The health monitor's view: each target's current run of consecutive failures, and its totals."""
-    return [
-        {"service": t.service, "track": t.track.value, "streak": t.streak, "probes": t.probes, "failures": t.failures}
-        for t in targets
-    ]
+def _streaks(targets: list[TargetHealth]) -> dict[str, Any]:
+    """The health monitor's view: how many targets and probes, and each target that has failed a probe (its current
+    run of consecutive failures and its totals); the healthy rest are only counted, so a look stays small."""
+    return {
+        "targets": len(targets),
+        "probes": sum(t.probes for t in targets),
+        "failed": [
+            {"service": t.service, "track": t.track.value, "streak": t.streak, "probes": t.probes,
+             "failures": t.failures}
+            for t in targets
+            if t.failures
+        ],
+    }  # fmt: skip
 
 
 def _decide(judge: CanaryJudge, now: datetime, elapsed: float, deadline: float, hard: float) -> StepOutcome | None:

@@ -67,10 +67,16 @@
   picker.addEventListener("change", () => { chosen = picker.value; draw(); });
   draw();
 
+  // A panel is replaced only when its HTML changed, so what did not change (the buttons, a settled table) stays
+  // the same element under a person's pointer while looks keep arriving.
+  const shown = {};
   function apply(data) {
     for (const [name, html] of Object.entries(data.panels)) {
       const panel = document.getElementById("panel-" + name);
-      if (panel) panel.innerHTML = html;
+      if (panel && shown[name] !== html) {
+        panel.innerHTML = html;
+        shown[name] = html;
+      }
     }
     const phase = document.getElementById("phase");
     phase.textContent = data.phase;
