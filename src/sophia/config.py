@@ -188,6 +188,19 @@ class RolloutPolicy(_Model):
     bake_s: Annotated[float, Field(ge=0)] = 60.0
 
 
+class ReadinessPolicy(_Model):
+    """What readiness-check holds each service to beyond its health: resource limits and the monitoring stack."""
+
+    max_memory_mib: Annotated[float, Field(gt=0)] | None = None  # resident memory per workload; None: not checked
+    max_cpu_percent: Annotated[float, Field(gt=0)] | None = None  # of one core, averaged since the workload started
+    # Per-service limits that replace the two above for that service, e.g. {analytics-mcp: {max_memory_mib: 1024}}.
+    service_limits: dict[str, dict[Literal["max_memory_mib", "max_cpu_percent"], Annotated[float, Field(gt=0)]]] = (
+        Field(default_factory=dict)
+    )
+    # Health URLs of the monitoring stack that must answer 2xx, e.g. Prometheus' /-/ready, Grafana's /api/health.
+    monitoring: list[str] = Field(default_factory=list)
+
+
 class SessionPolicy(_Model):
     """The environment lease held by the process executing a run, and how often it looks for stop requests."""
 
@@ -228,6 +241,7 @@ class Profile(_Model):
     traffic: TrafficPolicy = TrafficPolicy()
     synthetics: SyntheticsPolicy = SyntheticsPolicy()
     rollout: RolloutPolicy = RolloutPolicy()
+    readiness: ReadinessPolicy = ReadinessPolicy()
     session: SessionPolicy = SessionPolicy()
     budgets: Budgets = Budgets()
 
@@ -353,6 +367,10 @@ class MetricsConfig(_Model):
     prometheus_url: str = "http://127.0.0.1:9090"
     exposition_url: str | None = None  # default: the local router daemon's /metrics
     timeout_s: Seconds = 5.0
+    # The engine's own metrics (runs, stages, rollback, canary weight and verdict, notifications) for Prometheus,
+    # served on engine_host:engine_port while a command executes a run; None: not served (docs/metrics.md).
+    engine_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    engine_host: str = "127.0.0.1"
 
 
 class NotifyConfig(_Model):

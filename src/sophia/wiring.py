@@ -307,3 +307,20 @@ async def runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterat
             await store.close()
     finally:
         await parts.platform.aclose()
+
+
+@contextlib.asynccontextmanager
+async def run_store(settings: Settings) -> AsyncIterator[PostgresStore]:
+    """The run store alone (for readers such as the dashboard): no audit trail, the platform closed at once."""
+    parts = platform_parts(settings, SystemClock())
+    try:
+        url = database_url(settings, parts)
+    finally:
+        await parts.platform.aclose()
+    state_url = settings.state_database_url.get_secret_value() if settings.state_database_url else url
+    store = PostgresStore(state_url)
+    try:
+        await store.ensure_schema()
+        yield store
+    finally:
+        await store.close()

@@ -172,6 +172,17 @@ async def test_workloads_report_liveness_and_the_labels_that_tell_them_apart(sub
         assert status.pinned(Track.CANARY).headers != status.pinned(Track.STABLE).headers
 
 
+async def test_resources_name_only_live_workloads_and_local_processes_are_measured(subject: Subject) -> None:
+    platform = subject.platform
+    await platform.deploy_canary(spec(subject))
+    names = {s.name for s in await platform.inspect()}
+    usage = await platform.resources()
+    assert all(u.service in names and u.memory_mib > 0 for u in usage), usage
+    if platform.name == "local":  # every process, both tracks, with its memory and CPU
+        assert {(u.service, u.track) for u in usage} == {(n, t) for n in names for t in Track}
+        assert all(u.cpu_percent is not None and u.cpu_percent >= 0 for u in usage)
+
+
 async def test_unknown_services_and_bad_weights_are_refused(subject: Subject) -> None:
     with pytest.raises(PlatformError, match="unknown"):
         await subject.platform.set_weights({"no-such-service": 10})

@@ -101,8 +101,13 @@ async def test_events_come_back_in_order_with_their_fields(harness: Harness) -> 
     got = await store.events("r1")
     assert [e.message for e in got] == ["planned", "started", "observed", "weights"]
     assert got[3] == event("r1", "weights", n=3, kind=EventKind.WEIGHTS_CHANGED)
+    assert await store.events("r1", after=2) == got[2:]  # a reader catching up skips what it has
+    assert await store.events("r1", after=4) == []
     await store.create(planned("r2"))
     assert await store.events("r2") == []
+    assert await store.events("r2", after=3) == []
+    with pytest.raises(UnknownRunError):
+        await store.events("nope", after=1)
 
 
 async def test_an_event_must_belong_to_the_record_it_is_saved_with(harness: Harness) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sophia.cli import checks, deploy, k8s, local, rehearse, runs, status
+from sophia.cli import checks, dashboard, deploy, k8s, local, rehearse, runs, status
 from sophia.cli.common import app_state
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("rollback")(runs.rollback)
 app.command("abort")(runs.abort)
 app.command("promote")(runs.promote)
 app.command("status")(status.status)
+app.command("dashboard")(dashboard.dashboard)
 app.command("validate")(checks.validate)
 app.command("synthetics")(checks.synthetics)
 app.add_typer(runs.app, name="runs")

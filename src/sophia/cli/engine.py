@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import NoReturn, TypeVar
 
 from sophia import wiring
@@ -13,6 +14,7 @@ from sophia.config import ConfigError, Settings
 from sophia.engine import run
 from sophia.engine.clock import SystemClock
 from sophia.engine.context import RunContext
+from sophia.engine.events import EventSink
 from sophia.engine.ports import PlatformError, PreflightError
 from sophia.engine.record import Outcome, RunRecord
 from sophia.engine.run import OutOfOrderError
@@ -65,7 +67,9 @@ async def act(runtime: wiring.Runtime, ctx: RunContext, work: Callable[[], Await
         return await drive(ctx, runtime.session(), work)
     finally:
         if ctx.lease is not None:  # refused at the door (another run has the environment): nothing to report
-            run.write(ctx)
+            from sophia.dashboard.svg import report_charts
+
+            await run.write(ctx, report_charts)
 
 
 def execute(
@@ -74,13 +78,33 @@ def execute(
     """Open the runtime, get the run (``load``), and do ``work`` on it under its lease; errors become exit codes."""
 
     async def on_run(rt: wiring.Runtime) -> T:
-        sinks = [LiveProgress(console)] if progress else []
+        sinks: list[EventSink] = [LiveProgress(console)] if progress else []
         record = await load(rt)
         if record.platform != settings.platform:
             fail(f"run {record.run_id} runs on the {record.platform} platform: add --platform {record.platform}")
-        return await work(rt, rt.context(record, *sinks))
+        with _engine_metrics(settings, sinks):
+            return await work(rt, rt.context(record, *sinks))
 
     return with_runtime(settings, on_run)
+
+
+@contextlib.contextmanager
+def _engine_metrics(settings: Settings, sinks: list[EventSink]) -> Iterator[None]:
+    """Serve the engine's metrics while the run executes, when ``metrics.engine_port`` is set."""
+    port = settings.metrics.engine_port
+    if port is None:
+        yield
+        return
+    from sophia.telemetry.engine_metrics import EngineMetrics, serving
+
+    metrics = EngineMetrics(settings.service_names)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(serving(metrics, settings.metrics.engine_host, port))
+        except OSError as exc:
+            fail(f"metrics.engine_port: cannot serve on {settings.metrics.engine_host}:{port}: {exc.strerror or exc}")
+        sinks.append(metrics)
+        yield
 
 
 def with_runtime(settings: Settings, body: Callable[[wiring.Runtime], Awaitable[T]]) -> T:

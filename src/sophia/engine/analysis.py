@@ -19,11 +19,11 @@ from typing import Any
 
 from sophia.config import AnalysisPolicy
 from sophia.engine.context import RunContext
-from sophia.engine.decide import CanaryJudgement, Thresholds, Verdict, Window, judge_canary
+from sophia.engine.decide import CanaryJudgement, Thresholds, Verdict, Window, judge_canary, quantile_ms
 from sophia.engine.events import EventKind
 from sophia.engine.health import HealthMonitor, TargetHealth
 from sophia.engine.model import ServiceStatus, Track, TrackSample, Workload
-from sophia.engine.sequential import Design, latency_threshold
+from sophia.engine.sequential import Design, error_counts, latency_threshold, sequential_test
 
 Samples = Mapping[tuple[str, Track], TrackSample]
 
@@ -77,6 +77,7 @@ class CanaryJudge:
         }
         self.first_error_at: dict[str, datetime] = {}
         self.judgements: dict[str, CanaryJudgement] = {}
+        self._windows: dict[str, Window] = {}
 
     def look(self, current: Samples, now: datetime, elapsed_s: float) -> None:
         if self._warm is None and elapsed_s >= self._warmup_s:
@@ -84,6 +85,7 @@ class CanaryJudge:
         for name in self._names:
             errors = self._window(current, self._baseline, name)
             latency = None if self._warm is None else self._window(current, self._warm, name)
+            self._windows[name] = errors
             if errors.canary.errors and name not in self.first_error_at:
                 self.first_error_at[name] = now
             self.judgements[name] = judge_canary(
@@ -97,6 +99,27 @@ class CanaryJudge:
             return current.get((name, t), TrackSample()).minus(since.get((name, t), TrackSample()))
 
         return Window(track(Track.CANARY), track(Track.STABLE))
+
+    def evidence(self) -> dict[str, dict[str, Any]]:
+        """Per service, what the last look saw: each track's error rate and p95 since the step began, and the
+        sequential tests' evidence on errors against their bounds (what the dashboard and report chart): the primary
+        design's (which may pass or fail) and the severe one's (which only fails, and sooner)."""
+        out: dict[str, dict[str, Any]] = {}
+        primary, severe = self._designs[0], self._designs[1]
+        for name, window in self._windows.items():
+            counts = error_counts(window.canary, window.stable)
+            test, fast = sequential_test(counts, primary), sequential_test(counts, severe)
+            out[name] = {
+                "verdict": self.judgements[name].now.value,
+                **{f"{track}_{key}": value for track, sample in (("canary", window.canary), ("stable", window.stable))
+                   for key, value in _track_figures(sample).items()},
+                "llr": round(test.statistic, 3),
+                "fail_bound": round(test.upper, 3),
+                "pass_bound": round(test.lower, 3),
+                "severe_llr": round(fast.statistic, 3),  # the design that only fails, for large regressions
+                "severe_fail_bound": round(fast.upper, 3),
+            }  # fmt: skip
+        return out
 
     def summary(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -159,6 +182,10 @@ async def watch(
                 continue
             judge.look(await ctx.ports.metrics.sample(current), now, elapsed)
             outcome = _decide(judge, now, elapsed, deadline, hard_deadline)
+            decision = None if outcome is None else outcome.verdict.value
+            message = "canary healthy so far" if outcome is None else f"canary {decision}: {outcome.reason}"
+            await ctx.log(EventKind.OBSERVATION, message, stage=stage, elapsed_s=round(elapsed, 2), decision=decision,
+                          services=judge.evidence(), health=_streaks(monitor.targets))  # fmt: skip
             if until is not None:
                 if outcome is not None and outcome.verdict is Verdict.FAIL:
                     return outcome
@@ -166,7 +193,31 @@ async def watch(
                     return StepOutcome(Verdict.PASS, reason, None, judge.summary())
             elif outcome is not None:
                 return outcome
-            await ctx.log(EventKind.OBSERVATION, "canary healthy so far", stage=stage, elapsed_s=round(elapsed, 2))
+
+
+def _track_figures(sample: TrackSample) -> dict[str, Any]:
+    p95 = quantile_ms(sample, 0.95)
+    rate = sample.errors / sample.requests if sample.requests else None
+    return {
+        "requests": sample.requests,
+        "error_rate": None if rate is None else round(rate, 4),
+        "p95_ms": None if p95 is None else round(p95, 1),
+    }
+
+
+def _streaks(targets: list[TargetHealth]) -> dict[str, Any]:
+    """The health monitor's view: how many targets and probes, and each target that has failed a probe (its current
+    run of consecutive failures and its totals); the healthy rest are only counted, so a look stays small."""
+    return {
+        "targets": len(targets),
+        "probes": sum(t.probes for t in targets),
+        "failed": [
+            {"service": t.service, "track": t.track.value, "streak": t.streak, "probes": t.probes,
+             "failures": t.failures}
+            for t in targets
+            if t.failures
+        ],
+    }  # fmt: skip
 
 
 def _decide(judge: CanaryJudge, now: datetime, elapsed: float, deadline: float, hard: float) -> StepOutcome | None:

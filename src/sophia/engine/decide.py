@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-from sophia.engine.model import TrackSample
+from sophia.engine.model import ResourceUsage, TrackSample
 from sophia.engine.sequential import Decision, Design, error_counts, sequential_test, slow_counts, slow_fraction
 
 
@@ -174,6 +175,26 @@ def judge_canary(
     if latency is not None and passes == len(evidence):
         return CanaryJudgement(Verdict.PASS, Verdict.PASS, "sequential tests passed: no regression", absolute)
     return CanaryJudgement(Verdict.INCONCLUSIVE, absolute.verdict, absolute.reason, absolute)
+
+
+def resource_problems(
+    usage: Sequence[ResourceUsage],
+    max_memory_mib: float | None,
+    max_cpu_percent: float | None,
+    service_limits: Mapping[str, Mapping[Any, float]] | None = None,
+) -> list[str]:
+    """Every workload over its memory or CPU limit (a service's own limits replace the general ones)."""
+    problems = []
+    for u in usage:
+        own = (service_limits or {}).get(u.service, {})
+        memory, cpu = own.get("max_memory_mib", max_memory_mib), own.get("max_cpu_percent", max_cpu_percent)
+        if memory is not None and u.memory_mib > memory:
+            problems.append(
+                f"{u.service} {u.track.value}: {u.memory_mib:.0f} MiB resident, over its {memory:g} MiB limit"
+            )
+        if cpu is not None and u.cpu_percent is not None and u.cpu_percent > cpu:
+            problems.append(f"{u.service} {u.track.value}: {u.cpu_percent:.0f} % CPU, over its {cpu:g} % limit")
+    return problems
 
 
 def stage_budget(stage_budget_s: float | None, remaining_total_s: float) -> float:

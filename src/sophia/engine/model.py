@@ -188,6 +188,25 @@ class ServiceStatus:
         """``entry`` with the headers that route to ``track`` (the entry itself when the platform has no pin)."""
         return self.entry.with_headers(self.pins.get(track, {}))
 
+    def row(self) -> dict[str, Any]:
+        """What the run record keeps of a service: its versions and canary weight (no endpoints, no credentials)."""
+        return {"name": self.name, "stable_version": self.stable_version, "canary_version": self.canary_version,
+                "canary_weight": self.canary_weight}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """What one workload (a service's track) uses, as the platform measures it."""
+
+    service: str
+    track: Track
+    memory_mib: float  # resident memory of its processes (pods)
+    cpu_percent: float | None = None  # of one core, averaged since it started; None when not measured
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "track": self.track.value, "memory_mib": round(self.memory_mib, 1),
+                "cpu_percent": None if self.cpu_percent is None else round(self.cpu_percent, 1)}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ProbeResult:

@@ -17,6 +17,7 @@ from sophia.engine.model import (
     MigrationOutcome,
     Notification,
     ProbeResult,
+    ResourceUsage,
     ServiceStatus,
     SyntheticResult,
     Track,
@@ -61,6 +62,11 @@ class Platform(Protocol):
     async def validate(self) -> list[str]:
         """What is wrong with the platform's resources right now (workloads, services, routes); empty when all is
         well. Reads only."""
+        ...
+
+    async def resources(self) -> list[ResourceUsage]:
+        """Each running workload's memory (and CPU, when measured); empty when the platform cannot measure them.
+        Reads only."""
         ...
 
     async def deploy_canary(self, spec: CanarySpec) -> None:

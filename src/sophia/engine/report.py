@@ -1,9 +1,15 @@
-"""The run report: report.json (machine-readable) and report.md (for people), under runs/<run-id>/."""
+"""The run report: report.json (machine-readable) and report.md (for people), under runs/<run-id>/.
+
+Charts are optional and drawn by whoever calls (an adapter with a chart library): ``Charts`` maps a file name under
+``charts/`` to its SVG text and a caption; report.md shows each beside the table it illustrates.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +25,40 @@ _MARK = {
 }
 
 
+@dataclass(frozen=True)
+class Chart:
+    caption: str
+    svg: str
+    section: str  # "stages" or "services": the table it goes beside
+
+
+Charts = Mapping[str, Chart]  # file name (e.g. "stages.svg") → chart
+
+
 def report_dict(record: RunRecord) -> dict[str, Any]:
     return record.as_dict()
 
 
-def render_markdown(record: RunRecord) -> str:
-    sections = (_summary, _stages, _rollback, _services, _traffic, _notes, _notifications)
-    return "\n".join(line for section in sections for line in section(record)) + "\n"
+def render_markdown(record: RunRecord, charts: Charts | None = None) -> str:
+    charts = charts or {}
+    sections = (
+        _summary(record),
+        _stages(record),
+        _images(charts, "stages"),
+        _rollback(record),
+        _services(record),
+        _images(charts, "services"),
+        _readiness(record),
+        _traffic(record),
+        _notes(record),
+        _notifications(record),
+    )
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _images(charts: Charts, section: str) -> list[str]:
+    chosen = [(name, chart) for name, chart in charts.items() if chart.section == section]
+    return ["", *(f"![{chart.caption}](charts/{name})" for name, chart in chosen)] if chosen else []
 
 
 def _summary(record: RunRecord) -> list[str]:
@@ -80,6 +113,21 @@ def _services(record: RunRecord) -> list[str]:
     return lines
 
 
+def _readiness(record: RunRecord) -> list[str]:
+    data = record.stage("readiness-check").data
+    usage, monitoring = data.get("resources") or [], data.get("monitoring") or {}
+    if not usage and not monitoring:
+        return []
+    lines = ["", "## Readiness findings", ""]
+    if usage:
+        lines += ["| service | track | memory | CPU (avg since start) |", "|---|---|---|---|"]
+        for u in usage:
+            cpu = "—" if u.get("cpu_percent") is None else f"{u['cpu_percent']:.1f} %"
+            lines.append(f"| {u['service']} | {u['track']} | {u['memory_mib']:.1f} MiB | {cpu} |")
+    lines += [f"- monitoring {url}: {state}" for url, state in monitoring.items()]
+    return lines
+
+
 def _traffic(record: RunRecord) -> list[str]:
     if not record.traffic:
         return []
@@ -108,12 +156,16 @@ def _notifications(record: RunRecord) -> list[str]:
     return lines
 
 
-def write_report(record: RunRecord, runs_dir: Path) -> Path:
-    """Write report.json and report.md atomically and point ``runs/latest`` at the run's folder."""
+def write_report(record: RunRecord, runs_dir: Path, charts: Charts | None = None) -> Path:
+    """Write report.json, report.md (and its charts) atomically and point ``runs/latest`` at the run's folder."""
     folder = runs_dir / record.run_id
     folder.mkdir(parents=True, exist_ok=True)
+    if charts:
+        (folder / "charts").mkdir(exist_ok=True)
+        for name, chart in charts.items():
+            _atomic_write(folder / "charts" / name, chart.svg)
     _atomic_write(folder / "report.json", json.dumps(report_dict(record), indent=2) + "\n")
-    _atomic_write(folder / "report.md", render_markdown(record))
+    _atomic_write(folder / "report.md", render_markdown(record, charts))
     latest = runs_dir / "latest"
     tmp = runs_dir / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)

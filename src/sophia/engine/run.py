@@ -7,14 +7,15 @@ the same loop serves a whole deploy, one stage at a time (``sophia stage``), and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from sophia.engine.context import RunContext, StopCause
 from sophia.engine.decide import stage_budget
-from sophia.engine.events import EventKind
+from sophia.engine.events import Event, EventKind
 from sophia.engine.ports import PlatformError
-from sophia.engine.record import Outcome, Phase, RollbackRecord, StageStatus
-from sophia.engine.report import write_report
+from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
+from sophia.engine.report import Charts, write_report
 from sophia.engine.stages.base import Stage, StageResult, failed
 from sophia.engine.stages.build import BuildCache
 from sophia.engine.stages.canary import CanaryDeploy
@@ -36,6 +37,8 @@ PIPELINE: tuple[Stage, ...] = (
 )
 
 
+# How long the report waits for the run's events (to draw its charts) before it is written without them.
+REPORT_EVENTS_TIMEOUT_S = 5.0
 # How long a rollback waits to record that it is starting before it goes ahead regardless.
 ROLLBACK_RECORD_TIMEOUT_S = 1.0
 
@@ -180,23 +183,27 @@ async def finish(ctx: RunContext, outcome: Outcome) -> Outcome:
     record.phase = Phase(outcome.value)
     record.finished_at = ctx.clock.now()
     try:
-        record.services = [
-            {"name": s.name, "stable_version": s.stable_version, "canary_version": s.canary_version,
-             "canary_weight": s.canary_weight}
-            for s in await ctx.ports.platform.inspect()
-        ]  # fmt: skip
+        record.services = [s.row() for s in await ctx.ports.platform.inspect()]
     except PlatformError as exc:
         record.notes.append(f"could not read the final service state: {exc}")
     await _announce(ctx, outcome)
     action = "release.promote" if outcome is Outcome.PROMOTED else f"run.{outcome.value}"
     try:
-        await ctx.commit(EventKind.RUN_FINISHED, outcome.value, audit=action, outcome=outcome.value)
+        await ctx.commit(EventKind.RUN_FINISHED, outcome.value, audit=action, outcome=outcome.value,
+                         notifications=_delivery(record))  # fmt: skip
     except LeaseLostError:
         raise
     except StoreError as exc:
         record.notes.append(f"final state not stored: {exc}")
-        ctx.events.emit(ctx.event(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value))
+        ctx.events.emit(ctx.event(EventKind.RUN_FINISHED, outcome.value, outcome=outcome.value,
+                                  notifications=_delivery(record)))  # fmt: skip
     return outcome
+
+
+def _delivery(record: RunRecord) -> list[dict[str, object]]:
+    """Each notification's channel, kind and whether it was delivered (for the engine's metrics)."""
+    return [{"channel": n.get("channel"), "kind": n.get("kind"), "delivered": bool(n.get("delivered"))}
+            for n in record.notifications]  # fmt: skip
 
 
 _SEVERITY = {Outcome.PROMOTED: "info", Outcome.ROLLED_BACK: "warning", Outcome.ABORTED: "warning",
@@ -234,5 +241,19 @@ async def _failures_since_last_promotion(ctx: RunContext) -> tuple[str, ...]:
     return tuple(failed_runs)
 
 
-def write(ctx: RunContext) -> Path:
-    return write_report(ctx.record, ctx.settings.state_dir / "runs")
+ChartMaker = Callable[[RunRecord, list[Event]], Charts]
+
+
+async def write(ctx: RunContext, charts: ChartMaker | None = None) -> Path:
+    """Write the run's report; with ``charts``, drawn from the run's events in the store (none if it is down)."""
+    drawn: Charts | None = None
+    if charts is not None:
+        try:
+            async with asyncio.timeout(REPORT_EVENTS_TIMEOUT_S):
+                events = await ctx.ports.store.events(ctx.record.run_id)
+            drawn = charts(ctx.record, events)
+        except (StoreError, TimeoutError) as exc:
+            ctx.record.notes.append(f"report charts not drawn: {exc or 'the run store was too slow'}")
+        except Exception as exc:  # a chart is an illustration: the report is written without it, never not at all
+            ctx.record.notes.append(f"report charts not drawn: {type(exc).__name__}: {exc}")
+    return write_report(ctx.record, ctx.settings.state_dir / "runs", drawn)

@@ -165,8 +165,8 @@ class Store(Protocol):
         """Newest first."""
         ...
 
-    async def events(self, run_id: str) -> list[Event]:
-        """The run's events in the order they were appended."""
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        """The run's events in the order they were appended, without the first ``after`` (a reader's catch-up)."""
         ...
 
     async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:

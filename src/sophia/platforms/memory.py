@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sophia.engine.model import CanarySpec, Endpoint, ServiceStatus, Track, Workload
+from sophia.engine.model import CanarySpec, Endpoint, ResourceUsage, ServiceStatus, Track, Workload
 from sophia.engine.ports import FencedError, PlatformError, PreflightError
 
 
@@ -31,6 +31,8 @@ class MemoryPlatform:
         self.slots = {name: MemorySlot(stable=version) for name, version in services.items()}
         self.fail_on = set(fail_on or ())
         self.crashed: set[tuple[str, str]] = set()  # (service, "stable"|"canary") whose workload has exited
+        # Resident memory in MiB per (service, track), as a test sets it; unset workloads are not measured.
+        self.memory_mib: dict[tuple[str, Track], float] = {}
         self.calls: list[str] = []
         self.highest_fence = 0
         self._token: int | None = None
@@ -42,7 +44,7 @@ class MemoryPlatform:
         self.calls.append(operation)
         if operation in self.fail_on:
             raise PlatformError(f"{operation} failed (simulated)")
-        if operation not in {"inspect", "preflight", "validate"} and self._token is not None:
+        if operation not in {"inspect", "preflight", "validate", "resources"} and self._token is not None:
             if self._token < self.highest_fence:
                 raise FencedError(f"stale fence {self._token} < {self.highest_fence}: another process has the run")
             self.highest_fence = self._token
@@ -78,6 +80,16 @@ class MemoryPlatform:
                 pins={track: {"x-memory-track": track.value} for track in Track},
             )
             for name, slot in self.slots.items()
+        ]
+
+    async def resources(self) -> list[ResourceUsage]:
+        self._enter("resources")
+        return [
+            ResourceUsage(name, track, mib)
+            for (name, track), mib in self.memory_mib.items()
+            if self._workload(
+                name, track, self.slots[name].stable if track is Track.STABLE else self.slots[name].canary
+            )
         ]
 
     async def deploy_canary(self, spec: CanarySpec) -> None:

@@ -93,8 +93,8 @@ class MemoryStore:
         runs = sorted(self._runs.values(), key=lambda r: (r.summary.created_at, r.position), reverse=True)
         return [r.summary for r in runs[: max(0, limit)]]
 
-    async def events(self, run_id: str) -> list[Event]:
-        return [parse_event(run_id, row) for row in self._run(run_id).events]
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        return [parse_event(run_id, row) for row in self._run(run_id).events[max(0, after) :]]
 
     async def request(self, run_id: str, action: RequestAction, requested_by: str, reason: str) -> RunRequest:
         self._run(run_id)

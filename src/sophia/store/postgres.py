@@ -86,8 +86,10 @@ _PENDING = """SELECT action, requested_by, reason, requested_at FROM sophia_engi
                WHERE run_id = %s AND action = ANY(%s) ORDER BY requested_at LIMIT 1"""
 _LIST = """SELECT run_id, version, phase, outcome, created_at, finished_at, actor FROM sophia_engine.runs
             ORDER BY created_at DESC, position DESC LIMIT %s"""
+# Sequence numbers count from 1 without gaps (the run row's counter), so "after N" skips exactly N events.
 _EVENTS = """SELECT e.seq, e.kind, e.at, e.stage, e.message, e.data::text
-               FROM sophia_engine.runs r LEFT JOIN sophia_engine.events e ON e.run_id = r.run_id
+               FROM sophia_engine.runs r
+               LEFT JOIN sophia_engine.events e ON e.run_id = r.run_id AND e.seq > %s
               WHERE r.run_id = %s ORDER BY e.seq"""
 
 
@@ -185,9 +187,9 @@ class PostgresStore:
         keys = ("run_id", "version", "phase", "outcome", "created_at", "finished_at", "actor")
         return [summary(**dict(zip(keys, row, strict=True))) for row in rows]
 
-    async def events(self, run_id: str) -> list[Event]:
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
         async with self._db.connection() as conn:
-            cur = await conn.execute(_EVENTS, (run_id,))
+            cur = await conn.execute(_EVENTS, (max(0, after), run_id))
             rows = await cur.fetchall()
         if not rows:
             raise UnknownRunError(run_id)

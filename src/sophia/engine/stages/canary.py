@@ -23,6 +23,7 @@ class CanaryDeploy:
         except PlatformError as exc:
             return failed(f"canary did not start: {exc}", detected_at=ctx.clock.now())
         services = await ctx.ports.platform.inspect()
+        ctx.record.services = [s.row() for s in services]  # committed with the first weight: what a watcher sees
         await ctx.start_traffic(services)
         steps: list[dict[str, object]] = []
         data: dict[str, object] = {"steps": steps}

@@ -1,6 +1,7 @@
 """readiness-check: every service healthy, connected to its database, and serving only the new version, on
-resources the platform finds in order (``Platform.validate``: pods, services, routes), with the metrics source
-(Prometheus, or the routers' tally) answering.
+resources the platform finds in order (``Platform.validate``: pods, services, routes), within its memory and CPU
+limits (``Platform.resources`` against ``readiness.max_memory_mib`` / ``max_cpu_percent``), with the metrics
+source (Prometheus, or the routers' tally) and the configured monitoring stack (``readiness.monitoring``) answering.
 
 Each service is probed through its router on ``/health`` and ``/ready`` (which checks the database) with the health
 policy's tolerance: it fails after ``failure_threshold`` consecutive failed attempts, ``interval_s`` apart, as the
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from sophia.engine.context import RunContext
-from sophia.engine.decide import Verdict, health_verdict, next_streak
+from sophia.engine.decide import Verdict, health_verdict, next_streak, resource_problems
 from sophia.engine.model import ServiceStatus
 from sophia.engine.ports import PlatformError
 from sophia.engine.stages.base import StageResult, failed, passed
@@ -27,11 +28,34 @@ class ReadinessCheck:
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
         problems += await ctx.ports.platform.validate()
         problems += await self._metrics_problems(ctx, services)
+        usage = await ctx.ports.platform.resources()
+        policy = ctx.policy.readiness
+        problems += resource_problems(usage, policy.max_memory_mib, policy.max_cpu_percent, policy.service_limits)
+        monitoring = [p for p in await asyncio.gather(*(self._reach(ctx, url) for url in policy.monitoring)) if p]
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
+        reached: dict[str, str] = {**dict.fromkeys(policy.monitoring, "ok"), **dict(monitoring)}
+        findings = {"resources": [u.as_dict() for u in usage], "monitoring": reached}
+        problems += [f"monitoring {url}: {why}" for url, why in monitoring]
         if problems:
-            return failed("; ".join(problems), detected_at=ctx.clock.now())
+            return failed("; ".join(problems), detected_at=ctx.clock.now(), **findings)
         await ctx.ports.platform.retire_previous()
-        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable")
+        measured = f", {len(usage)} workloads within limits" if usage else ", resources not measured by the platform"
+        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable"
+                      f"{measured}", **findings)  # fmt: skip
+
+    @staticmethod
+    async def _reach(ctx: RunContext, url: str) -> tuple[str, str] | None:
+        """One monitoring health URL, tried ``failure_threshold`` times: None when it answers 2xx."""
+        health = ctx.policy.health
+        why = ""
+        for attempt in range(health.failure_threshold):
+            if attempt:
+                await ctx.clock.sleep(health.interval_s)
+            result = await ctx.ports.health.probe(url, health.timeout_s)
+            if result.ok:
+                return None
+            why = result.error or f"HTTP {result.status_code}"
+        return url, why
 
     @staticmethod
     async def _metrics_problems(ctx: RunContext, services: list[ServiceStatus]) -> list[str]:

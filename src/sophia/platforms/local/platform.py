@@ -12,7 +12,7 @@ from typing import Any
 
 from sophia.config import Settings
 from sophia.engine.clock import Clock
-from sophia.engine.model import CanarySpec, Endpoint, ServiceStatus, Track, TrackSample, Workload
+from sophia.engine.model import CanarySpec, Endpoint, ResourceUsage, ServiceStatus, Track, TrackSample, Workload
 from sophia.engine.ports import FencedError, PlatformError, PreflightError
 from sophia.platforms.local import environment, instances, supervisor
 from sophia.platforms.local.instances import LocalPaths, upstream
@@ -111,6 +111,16 @@ class LocalPlatform:
             want = (upstream(slot.stable), upstream(slot.canary), slot.canary_weight)
             if (route.stable, route.canary, route.canary_weight) != want:
                 found.append(f"{name}: the router's route differs from the platform's record")
+        return found
+
+    async def resources(self) -> list[ResourceUsage]:
+        """Each live service process's resident memory and its CPU averaged since it started (psutil)."""
+        found = []
+        for name, slot in self.load().services.items():
+            for instance in slot.instances():
+                usage = supervisor.usage(instance) if supervisor.alive(instance) else None
+                if usage is not None:
+                    found.append(ResourceUsage(name, Track(instance.track), *usage))
         return found
 
     async def inspect(self) -> list[ServiceStatus]:

@@ -42,6 +42,18 @@ def alive(ref: ProcessRef | None) -> bool:
         return False
 
 
+def usage(ref: ProcessRef) -> tuple[float, float] | None:
+    """A process's resident memory (MiB) and CPU (percent of one core, averaged since it started); None if gone."""
+    try:
+        proc = psutil.Process(ref.pid)
+        with proc.oneshot():
+            rss, times, started = proc.memory_info().rss, proc.cpu_times(), proc.create_time()
+    except psutil.Error:
+        return None
+    lifetime = max(time.time() - started, 1e-3)
+    return rss / 2**20, 100.0 * (times.user + times.system) / lifetime
+
+
 def owned(home: Path) -> list[tuple[ProcessRef, dict[str, str]]]:
     """Every live process marked as started by the platform whose files are in ``home``, with its environment."""
     mark = str(home)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install Debian's `chromium` for the dashboard's browser tests (tests/fakes/browser.py drives it with Playwright
+# through executable_path; Playwright never downloads a browser of its own). Non-interactive; a no-op when the
+# binary is already there.
+set -euo pipefail
+
+if [ -x /usr/bin/chromium ]; then
+  echo "chromium already installed: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then
+  SUDO="sudo"
+fi
+
+# env(1) rather than export: sudo drops the caller's environment.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+/usr/bin/chromium --version 2>/dev/null | head -n1
