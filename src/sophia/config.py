@@ -505,6 +505,7 @@ class SeedEnvironment(BaseSettings):
     SOPHIA_STATE_URL: SecretStr | None = None
     SOPHIA_PROFILE: str | None = None
     SOPHIA_PLATFORM: str | None = None
+    SOPHIA_BUILDER: str | None = None
     SOPHIA_API_TOKEN: SecretStr | None = None
 
 
@@ -547,6 +548,7 @@ def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
     put("state_database_url", env.SOPHIA_STATE_URL)
     put("profile", env.SOPHIA_PROFILE)
     put("platform", env.SOPHIA_PLATFORM)
+    put("release.builder", env.SOPHIA_BUILDER)
     put("api_token", env.SOPHIA_API_TOKEN)
     return tree
 
