@@ -119,6 +119,9 @@ def test_the_test_and_rehearsal_jobs_stay(workflow: dict[str, Any]) -> None:
     loop = next(run for run in _runs(jobs["rehearsal"]) if "for stage in" in run)
     assert loop.split("for stage in", 1)[1].split(";", 1)[0].split() == list(STAGE_NAMES)
     assert _needs(jobs["rehearsal"]) == ["test"]
+    # The suite runs with each test's own settings: no platform or builder from the workflow's environment.
+    assert not {"SOPHIA_PLATFORM", "SOPHIA_BUILDER"} & set(workflow["env"]) & set(jobs["test"].get("env", {}))
+    assert "SOPHIA_PLATFORM" not in workflow["env"]
 
 
 def _tool(name: str) -> str | None:
