@@ -209,3 +209,32 @@ BUILDX_LOG = """\
 )
 def test_step_counts_from_the_tools_logs(parse: object, log: str, expected: tuple[int, int]) -> None:
     assert parse(log) == expected  # type: ignore[operator]
+
+
+async def test_the_build_record_carries_digests_tags_and_honest_scans(
+    repo_root: Path, tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from sophia.build import scan
+    from sophia.engine.model import Artifact
+    from sophia.engine.record import StageStatus
+    from sophia.engine.stages.build import BuildCache
+    from tests.fakes.engine_world import world
+
+    monkeypatch.setattr(scan, "_executable", lambda name: None)  # no pip-audit, trivy or grype here
+    settings = _settings(repo_root, tmp_path, GITHUB_ENV, scan=True)
+    w = await world(repo_root, tmp_path)
+    ctx = dataclasses.replace(w.ctx, settings=settings,
+                              ports=dataclasses.replace(w.ctx.ports, builder=wiring.builder(settings)))  # fmt: skip
+    result = await BuildCache().run(ctx)
+
+    assert result.status is StageStatus.PASSED
+    recorded = Artifact.from_dict(ctx.record.artifact or {})
+    assert recorded.images["comms-mcp"].startswith("ghcr.io/sophia-ai/sophia-comms-mcp@sha256:")
+    assert "ghcr.io/sophia-ai/sophia-comms-mcp:v1.1.0" in recorded.tags["comms-mcp"]
+    assert recorded.sbom is None  # a buildx image has no local files and pip-audit is missing: no SBOM, said so
+    assert [s["status"] for s in recorded.scans] == ["not scanned", "not scanned"]
+    assert "scans: pip-audit not scanned: pip-audit is not installed" in result.detail
+    assert "no SBOM" in result.detail
+    assert "clean" not in result.detail
