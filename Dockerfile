@@ -24,17 +24,7 @@ RUN /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/python -m pip uninstall -y -q pip
 
 FROM ${BASE} AS runtime
-ARG SERVICE
-ARG VERSION=v0.0.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/sophia-ai/sophia-release
-ARG CREATED=1970-01-01T00:00:00Z
-LABEL org.opencontainers.image.title="sophia-${SERVICE}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.licenses="MIT"
+# What all twelve images share comes first, so it is built once; what names the service and release comes last.
 # A fixed numeric non-root user, so `runAsNonRoot` can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 sophia \
     && useradd --system --uid 10001 --gid sophia --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sophia
@@ -43,12 +33,27 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    SOPHIA_SERVICE=${SERVICE} \
-    SOPHIA_VERSION=${VERSION} \
-    SOPHIA_GIT_SHA=${REVISION} \
     SOPHIA_PORT=8080
-USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['SOPHIA_PORT'], timeout=5)"]
 ENTRYPOINT ["sh", "-c", "exec python3 -m sophia.services --service \"$SOPHIA_SERVICE\" --host 0.0.0.0 --port \"$SOPHIA_PORT\" \"$@\"", "sophia"]
+ARG SERVICE
+ARG VERSION=v0.0.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/sophia-ai/sophia-release
+ARG CREATED=1970-01-01T00:00:00Z
+# A RUN that reads the arguments makes them part of the layer cache's key: buildah (1.28) reuses a cached LABEL or
+# ENV step whose text is unchanged even when the argument values differ, so without it one service's image could
+# carry another's name or version.
+RUN printf 'service=%s\nversion=%s\nrevision=%s\n' "$SERVICE" "$VERSION" "$REVISION" > /etc/sophia-image
+LABEL org.opencontainers.image.title="sophia-${SERVICE}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="MIT"
+ENV SOPHIA_SERVICE=${SERVICE} \
+    SOPHIA_VERSION=${VERSION} \
+    SOPHIA_GIT_SHA=${REVISION}
+USER 10001:10001

@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a cold first build 
 
 BASE = "localhost/sophia-base:bookworm"
 SERVICE = "mcp-research"
+OTHER = "crm-mcp"  # a second image from the same layers must still carry its own name
 VERSION = "v9.8.7-image.1"
 TOKEN = "image-test-token-0123456789abcdef"
 
@@ -83,7 +84,7 @@ def test_buildah_builds_and_the_image_serves_health(repo_root: Path, tmp_path: P
                 "registry": "localhost",
                 "owner": "sophia-test",
                 "builder": "buildah",
-                "images": {"base": base_image, "services": [SERVICE], "branch": "feature/Images"},
+                "images": {"base": base_image, "services": [SERVICE, OTHER], "branch": "feature/Images"},
             },
         },
     )
@@ -123,6 +124,12 @@ def test_buildah_builds_and_the_image_serves_health(repo_root: Path, tmp_path: P
     assert config["Healthcheck"]["Test"][0] == "CMD"
     env = dict(item.split("=", 1) for item in config["Env"])
     entrypoint = list(config["Entrypoint"])
+    assert env["SOPHIA_SERVICE"] == SERVICE
+    assert labels["org.opencontainers.image.title"] == f"sophia-{SERVICE}"
+    other = _inspect(f"localhost/sophia-test/sophia-{OTHER}:{VERSION}")["Docker"]["config"]  # type: ignore[index]
+    assert f"SOPHIA_SERVICE={OTHER}" in other["Env"]
+    assert other["Labels"]["org.opencontainers.image.title"] == f"sophia-{OTHER}"
+    assert other["Labels"]["org.opencontainers.image.version"] == VERSION
 
     port = free_port()
     env.update({"SOPHIA_PORT": str(port), "SOPHIA_API_TOKEN": TOKEN, "SOPHIA_TRACK": "canary"})
