@@ -330,9 +330,31 @@ class KubernetesPlatformConfig(_Model):
 
 class LintTestConfig(_Model):
     commands: list[list[str]] = Field(
-        default_factory=lambda: [["ruff", "check", "."], ["pytest", "-q"]],
+        default_factory=lambda: [
+            ["ruff", "check", "."],
+            ["pytest", "-q", "--cov=sophia", "--cov-report=term", "--cov-report=xml:.sophia/coverage.xml"],
+        ],
     )
     timeout_s: Seconds = 900.0
+    # The Cobertura XML the test command writes (pytest-cov's --cov-report=xml:PATH), read after the commands pass;
+    # relative to source_dir. With a floor, a total line coverage below it fails the stage.
+    coverage_xml: Path | None = Path(".sophia/coverage.xml")
+    coverage_floor: Annotated[float, Field(ge=0, le=100)] | None = None
+
+
+class ImageConfig(_Model):
+    """How build-cache makes container images (``release.builder``: ``image``, ``buildx`` or ``buildah``)."""
+
+    dockerfile: Path = Path("Dockerfile")  # relative to source_dir; the build context is source_dir
+    base: str | None = None  # the Dockerfile's BASE (default: its pinned base); a local one where no registry is
+    platforms: list[str] = Field(default_factory=lambda: ["linux/amd64", "linux/arm64"])  # buildx only
+    push: bool | None = None  # default: buildx pushes to the registry, buildah keeps images local
+    cache_tag: str = "buildcache"  # buildx's registry cache: REGISTRY/OWNER/sophia-SERVICE:<cache_tag>
+    branch: str | None = None  # GITHUB_REF_NAME: the branch tag
+    source_url: str = "https://github.com/sophia-ai/sophia-release"  # GITHUB_SERVER_URL/GITHUB_REPOSITORY
+    username: str | None = None  # the registry login (GITHUB_ACTOR); default: release.owner
+    services: list[str] | None = None  # build only these (default: every service)
+    scan: bool = True  # SBOM and vulnerability scans after the build
 
 
 class ReleaseConfig(_Model):
@@ -340,8 +362,11 @@ class ReleaseConfig(_Model):
     registry: str = "ghcr.io"  # REGISTRY
     # What build-cache makes: a wheel (the local platform) or images; "rehearsal" publishes the wheel to the
     # rehearsal's registry and names an image per service by its digest. Default: by platform.
-    builder: Literal["wheel", "rehearsal"] | None = None
+    # "image" builds container images with docker buildx when it is installed, else buildah; "buildx" and
+    # "buildah" pick one (release.images configures them).
+    builder: Literal["wheel", "rehearsal", "image", "buildx", "buildah"] | None = None
     owner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")] = "sophia-ai"  # GITHUB_REPOSITORY_OWNER
+    images: ImageConfig = ImageConfig()
 
     def image_repository(self, service: str) -> str:
         """Where ``service``'s images live: ``REGISTRY/OWNER/sophia-SERVICE``."""
@@ -476,6 +501,10 @@ class SeedEnvironment(BaseSettings):
     PRODUCTION_TAG: str | None = None
     REGISTRY: str | None = None
     GITHUB_REPOSITORY_OWNER: str | None = None
+    GITHUB_REF_NAME: str | None = None
+    GITHUB_ACTOR: str | None = None
+    GITHUB_SERVER_URL: str | None = None
+    GITHUB_REPOSITORY: str | None = None
     NEON_PROJECT_ID: str | None = None
     NEON_ENDPOINT_ID: str | None = None
     NEON_USER: str | None = None
@@ -494,6 +523,7 @@ class SeedEnvironment(BaseSettings):
     SOPHIA_STATE_URL: SecretStr | None = None
     SOPHIA_PROFILE: str | None = None
     SOPHIA_PLATFORM: str | None = None
+    SOPHIA_BUILDER: str | None = None
     SOPHIA_API_TOKEN: SecretStr | None = None
 
 
@@ -513,6 +543,10 @@ def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
     put("release.version", env.PRODUCTION_TAG)
     put("release.registry", env.REGISTRY)
     put("release.owner", env.GITHUB_REPOSITORY_OWNER.lower() if env.GITHUB_REPOSITORY_OWNER else None)
+    put("release.images.branch", env.GITHUB_REF_NAME)
+    put("release.images.username", env.GITHUB_ACTOR)
+    if env.GITHUB_SERVER_URL and env.GITHUB_REPOSITORY:
+        put("release.images.source_url", f"{env.GITHUB_SERVER_URL.rstrip('/')}/{env.GITHUB_REPOSITORY}")
     put("neon.project_id", env.NEON_PROJECT_ID)
     put("neon.endpoint_id", env.NEON_ENDPOINT_ID)
     put("neon.user", env.NEON_USER)
@@ -532,6 +566,7 @@ def _env_overrides(env: SeedEnvironment) -> dict[str, Any]:
     put("state_database_url", env.SOPHIA_STATE_URL)
     put("profile", env.SOPHIA_PROFILE)
     put("platform", env.SOPHIA_PLATFORM)
+    put("release.builder", env.SOPHIA_BUILDER)
     put("api_token", env.SOPHIA_API_TOKEN)
     return tree
 

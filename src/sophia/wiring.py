@@ -151,7 +151,50 @@ def _rehearsal_images(settings: Settings) -> Builder:
     return WheelImages(settings, WheelRegistry(settings.state_dir / "rehearsal" / "registry"))
 
 
-BUILDERS: dict[str, Callable[[Settings], Builder]] = {"wheel": wheels, "rehearsal": _rehearsal_images}
+def _image_tool_args(settings: Settings) -> dict[str, str | None]:
+    release = settings.release
+    token = settings.github_token.get_secret_value() if settings.github_token else None
+    return {"registry": release.registry, "username": release.images.username or release.owner, "token": token}
+
+
+def _buildx(settings: Settings) -> Builder:
+    from sophia.build.buildx import BuildxTool
+    from sophia.build.images import ImageBuilder
+
+    images = settings.release.images
+    if images.push is False:
+        raise ConfigError("release.images.push: docker buildx builds multi-arch images for the registry; "
+                          "use release.builder: buildah for local images")  # fmt: skip
+    args = _image_tool_args(settings)
+    tool = BuildxTool(registry=str(args["registry"]), username=str(args["username"]), token=args["token"],
+                      platforms=list(images.platforms), cache_tag=images.cache_tag)  # fmt: skip
+    return ImageBuilder(settings, tool)
+
+
+def _buildah(settings: Settings) -> Builder:
+    from sophia.build.buildah import BuildahTool
+    from sophia.build.images import ImageBuilder
+
+    args = _image_tool_args(settings)
+    tool = BuildahTool(registry=str(args["registry"]), username=str(args["username"]), token=args["token"],
+                       push=bool(settings.release.images.push))  # fmt: skip
+    return ImageBuilder(settings, tool)
+
+
+def _image(settings: Settings) -> Builder:
+    """docker buildx where docker has it, else buildah."""
+    from sophia.build import buildx
+
+    return _buildx(settings) if buildx.available() else _buildah(settings)
+
+
+BUILDERS: dict[str, Callable[[Settings], Builder]] = {
+    "wheel": wheels,
+    "rehearsal": _rehearsal_images,
+    "image": _image,
+    "buildx": _buildx,
+    "buildah": _buildah,
+}
 
 
 def builder(settings: Settings) -> Builder:

@@ -71,7 +71,9 @@ class Artifact:
     """The release artifact built by build-cache, addressed by content.
 
     ``reference`` is the wheel's path for a wheel, the image repository prefix for images; ``images`` maps each
-    service to its image reference with digest (``REGISTRY/OWNER/sophia-SERVICE@sha256:...``).
+    service to its image reference with digest (``REGISTRY/OWNER/sophia-SERVICE@sha256:...``). Image builds also
+    record each service's ``tags``, the CycloneDX ``sbom`` (a file path) and the ``scans``: one entry per scanner
+    with its ``status`` (``clean``, ``findings`` or ``not scanned``) and, when not scanned, the ``reason``.
     """
 
     kind: ArtifactKind
@@ -82,6 +84,9 @@ class Artifact:
     cache_hit: bool
     build_seconds: float = 0.0
     images: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    sbom: str | None = None
+    scans: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def path(self) -> Path:
@@ -105,7 +110,13 @@ class Artifact:
         return f"{self.reference} ({len(self.images)} images)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": self.kind.value, "images": dict(self.images)}
+        return {
+            **asdict(self),
+            "kind": self.kind.value,
+            "images": dict(self.images),
+            "tags": {k: list(v) for k, v in self.tags.items()},
+            "scans": [dict(s) for s in self.scans],
+        }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Artifact:
@@ -118,6 +129,9 @@ class Artifact:
             cache_hit=bool(raw["cache_hit"]),
             build_seconds=float(raw.get("build_seconds", 0.0)),
             images={str(k): str(v) for k, v in (raw.get("images") or {}).items()},
+            tags={str(k): tuple(str(t) for t in v) for k, v in (raw.get("tags") or {}).items()},
+            sbom=None if raw.get("sbom") is None else str(raw["sbom"]),
+            scans=tuple(dict(s) for s in raw.get("scans") or ()),
         )
 
 
