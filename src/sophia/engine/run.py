@@ -14,6 +14,7 @@ from sophia.engine.decide import stage_budget
 from sophia.engine.events import EventKind
 from sophia.engine.ports import PlatformError
 from sophia.engine.record import Outcome, Phase, RollbackRecord, StageStatus
+from sophia.engine.redact import describe_exception, redact, secrets_of
 from sophia.engine.report import write_report
 from sophia.engine.stages.base import Stage, StageResult, failed
 from sophia.engine.stages.build import BuildCache
@@ -128,7 +129,11 @@ async def _bounded(ctx: RunContext, stage: Stage, allowed_s: float) -> StageResu
     except TimeoutError:
         return failed(f"exceeded its budget of {allowed_s:g}s", detected_at=ctx.clock.now())
     except PlatformError as exc:
-        return failed(f"platform error: {exc}", detected_at=ctx.clock.now())
+        return failed(f"platform error: {redact(str(exc), secrets_of(ctx.settings))}", detected_at=ctx.clock.now())
+    except LeaseLostError:
+        raise  # another process owns the run now: this one touches nothing
+    except Exception as exc:  # anything else a stage raises fails it, so the run rolls back and nothing stays split
+        return failed(f"unexpected {describe_exception(exc, secrets_of(ctx.settings))}", detected_at=ctx.clock.now())
 
 
 async def roll_back(
