@@ -45,6 +45,9 @@ def test_a_taken_port_stops_local_up_before_anything_starts(tmp_path: Path) -> N
         ({"services": []}, ["status"], "services"),
         ({}, ["deploy"], "the local platform is not running"),
         ({}, ["stage", "lint", "--run", "r1"], "unknown stage 'lint'"),
+        ({}, ["deploy", "--fault", "stage:lint=fail"], "unknown stage 'lint'"),
+        ({}, ["deploy", "--fault", "stage:synthetics=boom"], "a stage fault's only value is 'fail'"),
+        ({}, ["deploy", "--fault", "stage:synthetics=fail", "--skip", "synthetics"], "asks a skipped stage to fail"),
     ],
 )
 def test_bad_input_is_refused_with_exit_2(

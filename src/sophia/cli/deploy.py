@@ -14,14 +14,14 @@ from sophia.config import STAGE_NAMES, ConfigError, Settings, check_version
 from sophia.engine import run
 from sophia.engine.context import RunContext
 from sophia.engine.events import EventKind
-from sophia.engine.model import Fault
+from sophia.engine.model import Fault, failing_stages
 from sophia.engine.record import Outcome, RunRecord
 
 VersionOption = Annotated[str | None, typer.Option("--version", "-v", help="release to ship (default: PRODUCTION_TAG)")]
 FaultOption = Annotated[
     list[str] | None,
     typer.Option("--fault", help="rehearsal fault on a service's canary: SERVICE:KIND=VALUE (error_rate, latency_ms, "
-                 "crash); repeatable"),
+                 "crash), or stage:NAME=fail to fail a stage after its work is done; repeatable"),
 ]  # fmt: skip
 SkipOption = Annotated[list[str] | None, typer.Option("--skip", help="stage to skip (repeatable)")]
 
@@ -39,6 +39,9 @@ def _release(
     unknown = [s for s in skip or [] if s not in STAGE_NAMES]
     if unknown:
         fail(f"unknown stage {unknown[0]!r} in --skip (stages: {', '.join(STAGE_NAMES)})")
+    both = sorted(failing_stages(faults) & set(skip or []))
+    if both:
+        fail(f"--fault stage:{both[0]}=fail asks a skipped stage to fail; drop one of --skip {both[0]} and the fault")
     if not settings.migrations_dir.is_dir():
         fail(f"migrations folder {settings.migrations_dir} does not exist")
     if preflight:

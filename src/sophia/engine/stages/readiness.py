@@ -15,7 +15,7 @@ from sophia.engine.context import RunContext
 from sophia.engine.decide import Verdict, health_verdict, next_streak
 from sophia.engine.model import ServiceStatus
 from sophia.engine.ports import PlatformError
-from sophia.engine.stages.base import StageResult, failed, passed
+from sophia.engine.stages.base import StageResult, failed, injected_failure, passed
 
 
 class ReadinessCheck:
@@ -30,6 +30,9 @@ class ReadinessCheck:
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now())
+        rehearsed = injected_failure(ctx, self.name)  # before the previous stable is let go, so it can come back
+        if rehearsed is not None:
+            return rehearsed
         await ctx.ports.platform.retire_previous()
         return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable")
 
