@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sophia.engine.model import Fault, TrackSample, failing_stages, faults_by_service
-from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
+from sophia.engine.record import DatabaseUndo, Outcome, Phase, RollbackRecord, RunRecord, StageStatus
 
 SERVICES = ["comms-mcp", "crm-mcp"]
 
@@ -74,7 +74,14 @@ def test_a_run_record_round_trips_through_json() -> None:
     stage = record.stage("canary-deploy")
     stage.status, stage.started_at, stage.finished_at, stage.budget_s = StageStatus.FAILED, at, at, 300.0
     stage.data = {"canary_traffic_started_at": at.isoformat()}
-    record.rollback = RollbackRecord("canary-deploy: boom", at, detected_at=at, completed_at=at, duration_s=0.004)
+    record.rollback = RollbackRecord(
+        "canary-deploy: boom",
+        at,
+        detected_at=at,
+        completed_at=at,
+        duration_s=0.004,
+        database=DatabaseUndo("down_files", ["001_audit"], "reverted 001_audit", 0.2),
+    )
     record.services = [{"name": "comms-mcp", "stable_version": "v1.0.0", "canary_version": None, "canary_weight": 0}]
     again = RunRecord.from_dict(json.loads(json.dumps(record.as_dict())))
     assert again.as_dict() == record.as_dict()

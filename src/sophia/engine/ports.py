@@ -139,6 +139,14 @@ class Migrator(Protocol):
         """Undo the named migrations with their down files, newest first; returns what was reverted."""
         ...
 
+    def without_down(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Those of ``names`` that have no down file (read from the files; no database)."""
+        ...
+
+    async def restore_backup(self, backup: str) -> str:
+        """Restore the database from the backup ``migrate`` took (``MigrationOutcome.backup``); says what was done."""
+        ...
+
 
 class SyntheticChecks(Protocol):
     async def run(self, services: Sequence[ServiceStatus], version: str, timeout_s: float) -> list[SyntheticResult]:

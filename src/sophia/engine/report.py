@@ -67,6 +67,14 @@ def _rollback(record: RunRecord) -> list[str]:
         lines.append(f"- traffic back on stable at {rb.completed_at.isoformat()} ({rb.duration_s:.3f}s)")
     if rb.error:
         lines.append(f"- **rollback failed**: {rb.error}")
+    db = rb.database
+    if db is not None:
+        how = db.method.replace("_", " ")
+        took = f" in {db.duration_s:g}s" if db.duration_s is not None else ""
+        if db.done:
+            lines.append(f"- database: {', '.join(db.migrations)} taken back by {how}{took}: {db.detail}")
+        else:
+            lines.append(f"- **database not restored** ({how}): {db.error}")
     return lines
 
 

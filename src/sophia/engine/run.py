@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 from sophia.engine.context import RunContext, StopCause
+from sophia.engine.db_rollback import undo_database
 from sophia.engine.decide import stage_budget
 from sophia.engine.events import EventKind
 from sophia.engine.ports import PlatformError
@@ -141,7 +142,8 @@ async def _bounded(ctx: RunContext, stage: Stage, allowed_s: float) -> StageResu
 async def roll_back(
     ctx: RunContext, reason: str, cause: StageResult | None, *, outcome: Outcome = Outcome.ROLLED_BACK
 ) -> Outcome:
-    """All services back to stable at once, then the canaries stopped; record how long traffic took to move.
+    """All services back to stable at once, then the canaries stopped, then this run's migrations taken back;
+    record how long traffic took to move (the database undo is timed on its own and never delays it).
 
     ``duration_s`` runs from the decision (this call) to the moment every weight is back on stable, including the
     write-ahead commit that announces the rollback.
@@ -178,6 +180,10 @@ async def roll_back(
         return await finish(ctx, Outcome.ROLLBACK_FAILED)
     ctx.events.emit(ctx.event(EventKind.ROLLBACK_FINISHED, f"traffic back on stable in "
                               f"{rollback.duration_s * 1000:.0f} ms", duration_s=rollback.duration_s))  # fmt: skip
+    # Only now the database: the traffic never waits for it, and no canary is left to use the new schema.
+    rollback.database = await undo_database(ctx, earlier.database if earlier else None)
+    if rollback.database is not None and not rollback.database.done:
+        return await finish(ctx, Outcome.ROLLBACK_FAILED)
     return await finish(ctx, outcome)
 
 

@@ -24,6 +24,7 @@ from sophia.store.codec import EventRow, check_event, event_row, parse_event, pa
 from sophia.store.pg_conn import Database
 from sophia.store.pg_lease import PgLeases
 
+STORE_SCHEMA = "sophia_engine"  # where runs, events, leases and requests are kept (spelled out in the SQL below)
 _EVENT_COLUMNS = "run_id, seq, kind, at, stage, message, data"
 _EVENT_VALUES = "%(run_id)s, last_seq, %(kind)s, %(at)s, %(stage)s, %(message)s, %(data)s::jsonb"
 _FENCE = """SELECT FROM sophia_engine.leases
