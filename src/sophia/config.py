@@ -231,6 +231,24 @@ class Profile(_Model):
     session: SessionPolicy = SessionPolicy()
     budgets: Budgets = Budgets()
 
+    @property
+    def longest_canary_analysis_s(self) -> float:
+        """The longest the canary's analysis may watch: every step extended as far as it may go."""
+        return len(self.canary.steps) * self.analysis.step_duration_s * self.analysis.max_step_extension
+
+    @model_validator(mode="after")
+    def _analysis_fits_its_budget(self) -> Profile:
+        budget = self.budgets.canary_deploy
+        longest = self.longest_canary_analysis_s
+        if budget is not None and longest > budget:
+            raise ValueError(
+                f"the canary analysis can last {longest:g}s ({len(self.canary.steps)} canary.steps × "
+                f"analysis.step_duration_s {self.analysis.step_duration_s:g}s × analysis.max_step_extension "
+                f"{self.analysis.max_step_extension:g}), longer than budgets.canary-deploy {budget:g}s: a slow but "
+                "healthy canary would be rolled back by the budget; shorten the steps or raise the budget"
+            )
+        return self
+
 
 class LocalPlatformConfig(_Model):
     """The local platform: embedded Postgres, a router daemon with one listener per service, local processes."""
