@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from sophia import lifeline
 from sophia.db.errors import MigrationRefused
 from sophia.db.neon import DbTarget
 from sophia.db.redact import redact
@@ -123,6 +124,7 @@ async def _run(argv: list[str], target: DbTarget, *, timeout_s: float, what: str
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=lifeline.die_with_parent(),  # a restore's psql dies with us: its transaction then rolls back
     )
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
