@@ -35,7 +35,8 @@ from sophia.notify import create_dispatcher
 from sophia.platforms.local import environment
 from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.platform import LocalPlatform, local_dry_run
-from sophia.store.postgres import STORE_SCHEMA, PostgresStore
+from sophia.store.postgres import PostgresStore
+from sophia.store.schema import SCHEMA as STORE_SCHEMA
 
 
 def actor() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sophia.engine.clock import Clock
@@ -123,6 +124,7 @@ class ScriptedMigrator:
     applied: list[str] = field(default_factory=list)
     reverted: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
+    contracts: list[tuple[str, datetime]] = field(default_factory=list)  # contract steps applied, and when
 
     async def migrate(self) -> MigrationOutcome:
         if self.clock and self.delay_s:
@@ -141,6 +143,9 @@ class ScriptedMigrator:
 
     def without_down(self, names: Sequence[str]) -> tuple[str, ...]:
         return tuple(n for n in names if n in self.no_down)
+
+    async def contracts_applied(self) -> list[tuple[str, datetime]]:
+        return list(self.contracts)
 
     async def restore_backup(self, backup: str) -> str:
         if self.restore_error is not None:

@@ -16,6 +16,7 @@ from sophia.engine.context import RunContext
 from sophia.engine.events import EventKind
 from sophia.engine.model import Fault, failing_stages
 from sophia.engine.record import Outcome, RunRecord
+from sophia.engine.undo import UndoRefusedError, as_undo, prepare_undo
 
 VersionOption = Annotated[str | None, typer.Option("--version", "-v", help="release to ship (default: PRODUCTION_TAG)")]
 FaultOption = Annotated[
@@ -110,3 +111,43 @@ def plan(
 
     run_id = execute(settings, new, planned, progress=False)
     typer.echo(run_id)
+
+
+def undo(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None, typer.Option("--to", help="release to go back to (default: the one before the current)")
+    ] = None,
+    platform: PlatformOption = None,
+) -> None:
+    """Ship an earlier promoted release back: a canary of it, judged like any canary, then 100 %, then readiness.
+
+    Refused (exit 2, nothing changed) without an earlier release, or when a contract migration ran since it was
+    promoted. Exit codes as for deploy: 0 undone, 1 a gate failed and the current release stayed, 3 rollback failed.
+    """
+    settings = state(ctx).settings(platform)
+    if to is not None:
+        try:
+            check_version(to)
+        except ConfigError as exc:
+            fail(str(exc))
+    require_platform(settings)
+
+    async def new(rt: wiring.Runtime) -> RunRecord:
+        try:
+            plan = await prepare_undo(
+                rt.store, wiring.migrator(settings, rt.database_url, rt.clock), settings.platform, to
+            )
+        except UndoRefusedError as exc:
+            fail(str(exc))
+        return as_undo(rt.new_record(plan.target.version), plan)
+
+    async def pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
+        async def work() -> Outcome | None:
+            await rt.store.create(run_ctx.record)
+            return await run.execute(run_ctx)
+
+        return await act(rt, run_ctx, work)
+
+    outcome = execute(settings, new, pipeline)
+    finished(outcome, f" — report: {settings.state_dir / 'runs' / 'latest' / 'report.md'}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -151,6 +152,11 @@ class SqlMigrator:
         """Those of ``names`` with no down file in the folder (a name with no file at all counts too)."""
         downs = {m.name for m in self._migrations() if m.down is not None}
         return tuple(name for name in names if name not in downs)
+
+    async def contracts_applied(self) -> list[tuple[str, datetime]]:
+        """Applied migrations whose file is a contract step, with their time of application."""
+        contract = {m.name for m in self._migrations() if m.contract}
+        return [(a.name, a.applied_at) for a in await self.history() if a.name in contract]
 
     async def restore_backup(self, backup: str) -> str:
         """Restore from what ``migrate`` reported as its backup: ``neon-branch:NAME`` or ``file:PATH``."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 from sophia.engine.model import (
@@ -145,6 +146,10 @@ class Migrator(Protocol):
 
     async def restore_backup(self, backup: str) -> str:
         """Restore the database from the backup ``migrate`` took (``MigrationOutcome.backup``); says what was done."""
+        ...
+
+    async def contracts_applied(self) -> list[tuple[str, datetime]]:
+        """The contract steps the database has applied, with when (what decides whether an undo is safe)."""
         ...
 
 

@@ -172,6 +172,7 @@ class RunRecord:
     weights: dict[str, int] = field(default_factory=dict)  # the canary weights last committed, per service
     notes: list[str] = field(default_factory=list)  # things that went wrong without failing the run
     traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # the load generator's requests, per service
+    undo_of: str | None = None  # set on a ``sophia undo`` run: the version it takes back
 
     def stage(self, name: str) -> StageRecord:
         for record in self.stages:
@@ -207,6 +208,7 @@ class RunRecord:
             "weights": self.weights,
             "notes": self.notes,
             "traffic": self.traffic,
+            "undo_of": self.undo_of,
         }
 
     @classmethod
@@ -233,4 +235,5 @@ class RunRecord:
             weights=dict(raw.get("weights") or {}),
             notes=list(raw.get("notes") or []),
             traffic=dict(raw.get("traffic") or {}),
+            undo_of=raw.get("undo_of"),
         )

@@ -37,6 +37,9 @@ def _summary(record: RunRecord) -> list[str]:
         f"- run: `{record.run_id}` on platform `{record.platform}` (profile `{record.profile}`), by {record.actor}",
         f"- started {record.created_at.isoformat()}{finished}",
     ]
+    if record.undo_of:
+        lines.append(f"- undo of {record.undo_of}: the earlier release shipped back through canary, rollout and "
+                     "readiness")  # fmt: skip
     if record.faults:
         lines.append(f"- injected faults: {', '.join(f'`{f}`' for f in record.faults)}")
     if record.artifact:

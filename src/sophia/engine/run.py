@@ -106,7 +106,8 @@ async def run_stage(ctx: RunContext, stage: Stage) -> StageResult:
     record.budget_s = budgets.for_stage(stage.name)
     record.started_at = ctx.clock.now()
     if stage.name in ctx.record.skip:
-        result = StageResult(StageStatus.SKIPPED, "skipped on request (--skip)")
+        why = "an undo ships a release built and tested already" if ctx.record.undo_of else "on request (--skip)"
+        result = StageResult(StageStatus.SKIPPED, f"skipped: {why}")
     else:
         record.status = StageStatus.RUNNING
         await ctx.commit(EventKind.STAGE_STARTED, stage.name, stage=stage.name, audit="stage.start",

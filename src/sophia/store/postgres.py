@@ -14,17 +14,18 @@ from sophia.engine.record import RunRecord
 from sophia.engine.store import (
     ActiveLease,
     Lease,
+    Release,
     RequestAction,
     RunExistsError,
     RunRequest,
     RunSummary,
     UnknownRunError,
+    release_of,
 )
 from sophia.store.codec import EventRow, check_event, event_row, parse_event, parse_record, record_json, summary, utc
 from sophia.store.pg_conn import Database
 from sophia.store.pg_lease import PgLeases
 
-STORE_SCHEMA = "sophia_engine"  # where runs, events, leases and requests are kept (spelled out in the SQL below)
 _EVENT_COLUMNS = "run_id, seq, kind, at, stage, message, data"
 _EVENT_VALUES = "%(run_id)s, last_seq, %(kind)s, %(at)s, %(stage)s, %(message)s, %(data)s::jsonb"
 _FENCE = """SELECT FROM sophia_engine.leases
@@ -87,6 +88,8 @@ _PENDING = """SELECT action, requested_by, reason, requested_at FROM sophia_engi
                WHERE run_id = %s AND action = ANY(%s) ORDER BY requested_at LIMIT 1"""
 _LIST = """SELECT run_id, version, phase, outcome, created_at, finished_at, actor FROM sophia_engine.runs
             ORDER BY created_at DESC, position DESC LIMIT %s"""
+_RELEASES = """SELECT run_id, record::text FROM sophia_engine.runs WHERE outcome = 'promoted'
+              ORDER BY finished_at DESC, position DESC LIMIT %s"""
 _EVENTS = """SELECT e.seq, e.kind, e.at, e.stage, e.message, e.data::text
                FROM sophia_engine.runs r LEFT JOIN sophia_engine.events e ON e.run_id = r.run_id
               WHERE r.run_id = %s ORDER BY e.seq"""
@@ -185,6 +188,13 @@ class PostgresStore:
             rows = await cur.fetchall()
         keys = ("run_id", "version", "phase", "outcome", "created_at", "finished_at", "actor")
         return [summary(**dict(zip(keys, row, strict=True))) for row in rows]
+
+    async def releases(self, limit: int = 50) -> list[Release]:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_RELEASES, (max(0, limit),))
+            rows = await cur.fetchall()
+        made = (release_of(parse_record(run_id, text)) for run_id, text in rows)
+        return [release for release in made if release is not None]
 
     async def events(self, run_id: str) -> list[Event]:
         async with self._db.connection() as conn:
