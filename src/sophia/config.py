@@ -100,7 +100,7 @@ class HealthPolicy(_Model):
 class AnalysisPolicy(_Model):
     """How long each canary step is watched and what counts as a bad canary."""
 
-    step_duration_s: Seconds = 180.0
+    step_duration_s: Seconds = 120.0  # × max_step_extension must fit budgets.canary-deploy (Profile checks)
     interval_s: Seconds = 10.0
     # Latency is judged from this long after a step starts: a fresh canary's first requests are slow on their own
     # (connections to open, code to load). Errors are judged from the first request.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sophia.config import STAGE_NAMES, ConfigError, check_version, load_config
+from sophia.config import STAGE_NAMES, ConfigError, Profile, check_version, load_config
 
 SEED_SERVICES = [
     "mcp-research", "mcp-context", "mcp-agents", "mcp-business", "comms-mcp", "crm-mcp", "analytics-mcp",
@@ -119,3 +119,9 @@ def test_the_load_generators_mix_is_configurable_per_kind(repo_root: Path) -> No
             env={},
             overrides={"profiles": {"local": {"traffic": {"mix": {"crm": [{"path": "no-slash"}]}}}}},
         )
+
+
+def test_the_default_profile_fits_its_own_budgets() -> None:
+    profile = Profile()
+    assert profile.budgets.canary_deploy is not None
+    assert profile.longest_canary_analysis_s <= profile.budgets.canary_deploy
