@@ -15,6 +15,7 @@ from sophia.engine import run
 from sophia.engine.context import RunContext
 from sophia.engine.events import EventKind
 from sophia.engine.model import Fault, failing_stages
+from sophia.engine.ports import PlatformError, PreflightError
 from sophia.engine.record import Outcome, RunRecord
 from sophia.engine.undo import UndoRefusedError, as_undo, prepare_undo
 
@@ -131,15 +132,17 @@ def undo(
             check_version(to)
         except ConfigError as exc:
             fail(str(exc))
-    require_platform(settings)
 
     async def new(rt: wiring.Runtime) -> RunRecord:
+        """What to ship back and whether the schema allows it, then the platform's preflight: all before any change."""
+        migrator = wiring.migrator(settings, rt.database_url, rt.clock)
         try:
-            plan = await prepare_undo(
-                rt.store, wiring.migrator(settings, rt.database_url, rt.clock), settings.platform, to
-            )
-        except UndoRefusedError as exc:
+            plan = await prepare_undo(rt.store, migrator, settings.platform, to)
+            await rt.platform.preflight()
+        except (UndoRefusedError, PreflightError) as exc:
             fail(str(exc))
+        except PlatformError as exc:
+            fail(f"{settings.platform} platform: {exc}")
         return as_undo(rt.new_record(plan.target.version), plan)
 
     async def pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
