@@ -35,8 +35,9 @@ NO_DOWN = ("004_bench_gadgets", "CREATE TABLE bench_gadgets (id bigint PRIMARY K
 
 def private_migrations(home: Path, config: Path) -> Path:
     """A copy of ops/sql the benchmark can add files to, named in its config; and a local profile that tolerates a
-    machine busy with other work (health probes of 3 × 5 s, a canary judged from 5 requests and by its errors only,
-    a 60 s lease): what is measured here is how long ending safe takes, not how sensitive the analysis is."""
+    machine busy with other work (8 req/s per service, health probes of 3 × 5 s, a canary judged from 5 requests and
+    by its errors only, a 60 s lease): what is measured here is how long ending safe takes, not how sensitive the
+    analysis is."""
     folder = home / "sql"
     shutil.copytree(REPO / "ops" / "sql", folder)
     raw = yaml.safe_load(config.read_text())
@@ -45,6 +46,7 @@ def private_migrations(home: Path, config: Path) -> Path:
     raw["profiles"]["local"]["analysis"].update(
         {"min_requests": 5, "max_p95_latency_ms": 60000, "max_p99_latency_ms": 60000}
     )
+    raw["profiles"]["local"]["traffic"]["rps_per_service"] = 8  # our own load must not starve the router here
     raw["profiles"]["local"]["session"] = {"lease_ttl_s": 60, "heartbeat_s": 5, "request_poll_s": 0.25}
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
