@@ -100,7 +100,7 @@ class HealthPolicy(_Model):
 class AnalysisPolicy(_Model):
     """How long each canary step is watched and what counts as a bad canary."""
 
-    step_duration_s: Seconds = 180.0
+    step_duration_s: Seconds = 120.0  # × max_step_extension must fit budgets.canary-deploy (Profile checks)
     interval_s: Seconds = 10.0
     # Latency is judged from this long after a step starts: a fresh canary's first requests are slow on their own
     # (connections to open, code to load). Errors are judged from the first request.
@@ -244,6 +244,24 @@ class Profile(_Model):
     readiness: ReadinessPolicy = ReadinessPolicy()
     session: SessionPolicy = SessionPolicy()
     budgets: Budgets = Budgets()
+
+    @property
+    def longest_canary_analysis_s(self) -> float:
+        """The longest the canary's analysis may watch: every step extended as far as it may go."""
+        return len(self.canary.steps) * self.analysis.step_duration_s * self.analysis.max_step_extension
+
+    @model_validator(mode="after")
+    def _analysis_fits_its_budget(self) -> Profile:
+        budget = self.budgets.canary_deploy
+        longest = self.longest_canary_analysis_s
+        if budget is not None and longest > budget:
+            raise ValueError(
+                f"the canary analysis can last {longest:g}s ({len(self.canary.steps)} canary.steps × "
+                f"analysis.step_duration_s {self.analysis.step_duration_s:g}s × analysis.max_step_extension "
+                f"{self.analysis.max_step_extension:g}), longer than budgets.canary-deploy {budget:g}s: a slow but "
+                "healthy canary would be rolled back by the budget; shorten the steps or raise the budget"
+            )
+        return self
 
 
 class LocalPlatformConfig(_Model):

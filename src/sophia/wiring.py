@@ -36,6 +36,7 @@ from sophia.platforms.local import environment
 from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.platform import LocalPlatform, local_dry_run
 from sophia.store.postgres import PostgresStore
+from sophia.store.schema import SCHEMA as STORE_SCHEMA
 
 
 def actor() -> str:
@@ -261,9 +262,14 @@ def synthetic_suite(settings: Settings, parts: PlatformParts, url: str | None) -
 
 
 def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
-    from sophia.db import create_migrator
+    """The migrate-neon migrator; a restore it makes in a rollback keeps the run store and the audit trail when
+    they live in the database it restores (they record the run being rolled back)."""
+    from sophia.db import AUDIT_SCHEMA, MigratorOptions, create_migrator
 
-    return create_migrator(settings, database_url=url, clock=clock, directory=settings.migrations_dir)
+    shared = settings.state_database_url is None or settings.state_database_url.get_secret_value() == url
+    keep = (STORE_SCHEMA, AUDIT_SCHEMA) if shared else ()
+    options = MigratorOptions(backup_dir=settings.state_dir / "backups", keep_schemas=keep)
+    return create_migrator(settings, database_url=url, clock=clock, options=options, directory=settings.migrations_dir)
 
 
 def load_mix(settings: Settings) -> Mix:

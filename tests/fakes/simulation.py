@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sophia.engine.clock import Clock
@@ -110,23 +111,47 @@ class RecordingCommands:
 
 @dataclass
 class ScriptedMigrator:
+    """Applies ``files`` (names only), reverts them, restores the backup; each step can be told to fail."""
+
     fail_with: str | None = None
     clock: Clock | None = None
     delay_s: float = 0.0
+    files: tuple[str, ...] = ("001_audit",)
+    no_down: set[str] = field(default_factory=set)  # files without a down file
+    backup: str | None = "file:/backups/before.dump"
+    revert_error: Exception | None = None
+    restore_error: Exception | None = None
     applied: list[str] = field(default_factory=list)
     reverted: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    contracts: list[tuple[str, datetime]] = field(default_factory=list)  # contract steps applied, and when
 
     async def migrate(self) -> MigrationOutcome:
         if self.clock and self.delay_s:
             await self.clock.sleep(self.delay_s)
         if self.fail_with:
             raise MigrationError(self.fail_with)
-        self.applied.append("001_audit")
-        return MigrationOutcome(("001_audit",), 0, ("001_audit",))
+        self.applied.extend(self.files)
+        return MigrationOutcome(self.files, 0, self.files, backup=self.backup)
 
     async def revert(self, applied: Sequence[str]) -> tuple[str, ...]:
-        self.reverted.extend(applied)
-        return tuple(applied)
+        if self.revert_error is not None:
+            raise self.revert_error
+        newest_first = tuple(reversed(applied))
+        self.reverted.extend(newest_first)
+        return newest_first
+
+    def without_down(self, names: Sequence[str]) -> tuple[str, ...]:
+        return tuple(n for n in names if n in self.no_down)
+
+    async def contracts_applied(self) -> list[tuple[str, datetime]]:
+        return list(self.contracts)
+
+    async def restore_backup(self, backup: str) -> str:
+        if self.restore_error is not None:
+            raise self.restore_error
+        self.restored.append(backup)
+        return f"restored from {backup}"
 
 
 @dataclass

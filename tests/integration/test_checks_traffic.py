@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -110,3 +111,78 @@ def test_the_load_generator_dies_with_the_engine_that_started_it() -> None:
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert alive == [], "the load generator outlived its engine"
     assert gone
+
+
+def engine_and_its_generator(script: str) -> tuple[subprocess.Popen[str], int, int]:
+    """Start an engine process running ``script``; it prints its load generator's pid (and another), then waits to
+    be killed."""
+    engine = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True)
+    assert engine.stdout is not None
+    pids = [int(word) for word in engine.stdout.readline().split()]
+    return engine, pids[0], pids[-1]
+
+
+def gone_within(pid: int, deadline_s: float) -> bool:
+    """Whether ``pid`` has exited (or is a zombie nobody reaps) by the deadline; polled, never slept on."""
+    try:
+        proc = psutil.Process(pid)
+        proc.wait(timeout=deadline_s)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    return True
+
+
+def test_a_sigkilled_engine_takes_its_running_load_generator_with_it() -> None:
+    engine, child, _ = engine_and_its_generator(
+        """
+        import asyncio, os, sys
+        from sophia.checks.traffic import LoadGenerator, RequestTemplate
+        from sophia.engine.model import TrafficTarget
+
+        async def main():
+            mix = {"generic": [RequestTemplate("GET", "/", None, 1)]}
+            async with LoadGenerator(5.0, 1.0, mix).run([TrafficTarget("a", "generic", "http://127.0.0.1:9")]):
+                (child,) = __import__("psutil").Process().children()
+                print(child.pid, flush=True)
+                await asyncio.Event().wait()
+
+        asyncio.run(main())
+        """
+    )
+    assert psutil.Process(child).is_running()
+    engine.kill()  # SIGKILL: nothing in the engine runs any more
+    engine.wait(timeout=10)
+    assert gone_within(child, 10), "the load generator outlived its SIGKILLed engine"
+
+
+def test_an_engine_killed_before_its_generator_is_ready_leaves_nothing_behind() -> None:
+    """The window the old getppid() check missed: the engine dies while the child is still starting up."""
+    engine, child, holder = engine_and_its_generator(
+        """
+        import asyncio, os, signal, subprocess, sys
+        from sophia.checks import traffic
+
+        async def main():
+            spec = {"rps": 5.0, "timeout_s": 1.0, "api_token": None, "mix": {"generic": [
+                {"method": "GET", "path": "/", "body": None, "weight": 1}]},
+                "targets": [{"service": "a", "kind": "generic", "url": "http://127.0.0.1:9", "headers": {}}]}
+            proc = await traffic.start_child(spec)
+            # Someone else holds the child's stdout too, so its "ready" does not fail on a broken pipe: only its
+            # tie to the engine can end it.
+            out = proc._transport.get_pipe_transport(1).get_extra_info("pipe").fileno()
+            holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(out,))
+            print(proc.pid, holder.pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # before the child has said it is ready
+
+        asyncio.run(main())
+        """
+    )
+    engine.wait(timeout=10)
+    try:
+        assert gone_within(child, 15), "a load generator started by a dying engine kept running"
+    finally:
+        for pid in (child, holder):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()

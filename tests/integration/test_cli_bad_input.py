@@ -45,6 +45,14 @@ def test_a_taken_port_stops_local_up_before_anything_starts(tmp_path: Path) -> N
         ({"services": []}, ["status"], "services"),
         ({}, ["deploy"], "the local platform is not running"),
         ({}, ["stage", "lint", "--run", "r1"], "unknown stage 'lint'"),
+        ({}, ["deploy", "--fault", "stage:lint=fail"], "unknown stage 'lint'"),
+        (
+            {"profiles": {"production": {"analysis": {"step_duration_s": 180}}}},
+            ["status"],
+            "profiles.production: Value error, the canary analysis can last 360s",
+        ),
+        ({}, ["deploy", "--fault", "stage:synthetics=boom"], "a stage fault's only value is 'fail'"),
+        ({}, ["deploy", "--fault", "stage:synthetics=fail", "--skip", "synthetics"], "asks a skipped stage to fail"),
     ],
 )
 def test_bad_input_is_refused_with_exit_2(

@@ -15,7 +15,7 @@ import pytest
 
 from sophia.engine.clock import FakeClock
 from sophia.engine.events import EventKind
-from sophia.engine.record import Outcome, Phase
+from sophia.engine.record import Outcome, Phase, RunRecord
 from sophia.engine.store import RequestAction
 from sophia.store import (
     ClaimState,
@@ -296,3 +296,36 @@ async def test_the_first_stop_request_stands_and_the_holder_can_read_it(harness:
     )
     with pytest.raises(UnknownRunError):
         await store.request("r-missing", RequestAction.ABORT, "alice", "x")
+
+
+# -- the release history ---------------------------------------------------------------------------------------------
+
+
+def promoted(run_id: str, version: str, minutes: int, applied: list[str]) -> RunRecord:
+    record = planned(run_id, version=version, created_at=T0 + timedelta(minutes=minutes))
+    record.phase, record.outcome = Phase.PROMOTED, Outcome.PROMOTED
+    record.finished_at = record.created_at + timedelta(seconds=90)
+    record.artifact = {"kind": "wheel", "reference": f"/artifacts/sophia-{version}.whl", "version": version}
+    record.stage("migrate-neon").data = {"applied": applied}
+    return record
+
+
+async def test_the_release_history_is_every_promotion_newest_first(harness: Harness) -> None:
+    store = harness.store
+    runs = [promoted("r1", "v1.0.0", 0, ["001_audit"]), promoted("r2", "v1.1.0", 10, ["002_analytics_login"])]
+    failed = planned("r3", version="v1.2.0", created_at=T0 + timedelta(minutes=20))
+    failed.phase, failed.outcome, failed.finished_at = Phase.ROLLED_BACK, Outcome.ROLLED_BACK, T0
+    latest = promoted("r4", "v1.1.1", 30, [])
+    for record in (*runs, failed, latest):
+        await store.create(planned(record.run_id, version=record.version, created_at=record.created_at))
+        await store.save(record)
+    history = await store.releases()
+    assert [(r.run_id, r.version, r.migrations) for r in history] == [
+        ("r4", "v1.1.1", ()), ("r2", "v1.1.0", ("002_analytics_login",)), ("r1", "v1.0.0", ("001_audit",)),
+    ]  # fmt: skip
+    first = history[-1]
+    assert first.promoted_at == T0 + timedelta(seconds=90)
+    assert first.actor == "ci:octocat"
+    assert first.platform == "local"
+    assert first.artifact == {"kind": "wheel", "reference": "/artifacts/sophia-v1.0.0.whl", "version": "v1.0.0"}
+    assert [r.run_id for r in await store.releases(limit=1)] == ["r4"]

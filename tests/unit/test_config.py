@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from sophia.config import STAGE_NAMES, ConfigError, check_version, load_config
+from sophia.config import STAGE_NAMES, ConfigError, Profile, check_version, load_config
 
 SEED_SERVICES = [
     "mcp-research", "mcp-context", "mcp-agents", "mcp-business", "comms-mcp", "crm-mcp", "analytics-mcp",
@@ -26,6 +27,7 @@ def test_the_checked_in_file_has_the_seed_services_and_production_numbers(repo_r
     budgets = production.budgets
     assert [budgets.for_stage(s) for s in STAGE_NAMES] == [None, None, 300, 120, 60, 600, None]
     assert budgets.total == 1800
+    assert production.longest_canary_analysis_s <= 300  # the analysis fits the canary-deploy budget
     assert settings.neon.project_id == "rough-union-72390895"
     assert settings.neon.endpoint_id == "ep-rough-dew-af6w48m3"
 
@@ -62,12 +64,19 @@ def test_the_deployment_guide_variables_override_the_file(repo_root: Path) -> No
         ({}, {"profile": "staging"}, "profile 'staging' is not defined"),
         ({}, {"local": {"postgres_port": 18001}}, "ports used twice: 18001"),
         ({}, {"surprise": 1}, "surprise"),
+        (
+            {},
+            {"profiles": {"production": {"budgets": {"canary-deploy": 200}}}},
+            "profiles.production: Value error, the canary analysis can last 240s (1 canary.steps × "
+            "analysis.step_duration_s 120s × analysis.max_step_extension 2), longer than budgets.canary-deploy 200s",
+        ),
+        ({}, {"profiles": {"local": {"canary": {"steps": [10, 25, 50, 75]}}}}, "can last 64s (4 canary.steps"),
     ],
 )
 def test_bad_values_name_the_field(
     repo_root: Path, env: dict[str, str], overrides: dict[str, object], words: str
 ) -> None:
-    with pytest.raises(ConfigError, match=words.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(words)):
         load_config(repo_root / "sophia.yaml", env=env, overrides=overrides)
 
 
@@ -110,3 +119,9 @@ def test_the_load_generators_mix_is_configurable_per_kind(repo_root: Path) -> No
             env={},
             overrides={"profiles": {"local": {"traffic": {"mix": {"crm": [{"path": "no-slash"}]}}}}},
         )
+
+
+def test_the_default_profile_fits_its_own_budgets() -> None:
+    profile = Profile()
+    assert profile.budgets.canary_deploy is not None
+    assert profile.longest_canary_analysis_s <= profile.budgets.canary_deploy

@@ -92,3 +92,29 @@ def test_the_shipped_migrations_load() -> None:
     assert migrations[0].name == "001_audit"
     assert migrations[0].down is not None
     assert migrations[0].verify is not None
+
+
+def test_a_restore_leaves_out_the_entries_that_make_the_kept_schemas() -> None:
+    from sophia.db.backup import prelude, without_schemas
+
+    listing = (
+        ";\n; Archive created at 2026-12-02\n"
+        "6; 2615 16385 SCHEMA - sophia_engine postgres\n"
+        "7; 2615 16389 SCHEMA - sophia_meta postgres\n"
+        "8; 2615 16390 SCHEMA - audit postgres\n"
+        "9; 0 0 COMMENT - SCHEMA audit postgres\n"
+        "10; 0 0 ACL - SCHEMA audit postgres\n"
+        "11; 2615 16391 SCHEMA - audit_extra postgres\n"
+        "222; 1259 16390 TABLE sophia_meta schema_migrations postgres\n"
+    )
+    kept = without_schemas(listing, ["sophia_engine", "audit"])
+    assert kept == (
+        ";\n; Archive created at 2026-12-02\n"
+        "7; 2615 16389 SCHEMA - sophia_meta postgres\n"
+        "11; 2615 16391 SCHEMA - audit_extra postgres\n"
+        "222; 1259 16390 TABLE sophia_meta schema_migrations postgres\n"
+    )
+    assert "ARRAY['sophia_engine', 'audit']::text[]" in prelude(["sophia_engine", "audit"])
+    assert "ARRAY[]::text[]" in prelude()
+    with pytest.raises(ValueError, match="not a plain schema name"):
+        prelude(["x'; DROP DATABASE neondb; --"])

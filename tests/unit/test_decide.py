@@ -7,10 +7,12 @@ import math
 import pytest
 
 from sophia.engine.decide import (
+    DbUndo,
     Thresholds,
     Verdict,
     Window,
     analysis_verdict,
+    db_undo_method,
     health_verdict,
     judge_canary,
     next_streak,
@@ -152,3 +154,26 @@ def test_a_warming_canary_is_judged_on_errors_only() -> None:
                           designs=DESIGNS)  # fmt: skip
     assert broken.now is Verdict.FAIL
     assert "canary errors 5/5" in broken.reason
+
+
+BACKUP = "file:/b/neondb.dump"
+
+
+@pytest.mark.parametrize(
+    ("applied", "without_down", "backup", "down_failed", "method"),
+    [
+        ((), (), BACKUP, False, DbUndo.NOTHING),
+        ((), (), None, False, DbUndo.NOTHING),
+        (("001_a", "002_b"), (), BACKUP, False, DbUndo.DOWN_FILES),
+        (("001_a", "002_b"), (), None, False, DbUndo.DOWN_FILES),  # down files need no backup
+        (("001_a", "002_b"), ("002_b",), BACKUP, False, DbUndo.RESTORE_BACKUP),
+        (("001_a", "002_b"), (), BACKUP, True, DbUndo.RESTORE_BACKUP),  # the down files failed
+        (("001_a", "002_b"), ("002_b",), None, False, DbUndo.MANUAL),
+        (("001_a",), (), None, True, DbUndo.MANUAL),
+        (("001_a",), ("001_a",), "neon-branch:sophia-backup-1", False, DbUndo.RESTORE_BACKUP),
+    ],
+)
+def test_how_a_rollback_takes_back_the_runs_migrations(
+    applied: tuple[str, ...], without_down: tuple[str, ...], backup: str | None, down_failed: bool, method: DbUndo
+) -> None:
+    assert db_undo_method(applied, without_down, backup, down_failed=down_failed) is method

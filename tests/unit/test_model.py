@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sophia.engine.model import Fault, TrackSample, faults_by_service
-from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
+from sophia.engine.model import Fault, TrackSample, failing_stages, faults_by_service
+from sophia.engine.record import DatabaseUndo, Outcome, Phase, RollbackRecord, RunRecord, StageStatus
 
 SERVICES = ["comms-mcp", "crm-mcp"]
 
@@ -19,6 +19,8 @@ SERVICES = ["comms-mcp", "crm-mcp"]
         ("comms-mcp:error_rate=1.0", Fault("comms-mcp", "error_rate", 1.0)),
         ("crm-mcp:latency_ms=2000", Fault("crm-mcp", "latency_ms", 2000.0)),
         ("comms-mcp:crash=1", Fault("comms-mcp", "crash", 1.0)),
+        ("stage:synthetics=fail", Fault("stage", "synthetics", 1.0)),
+        ("stage:readiness-check=fail", Fault("stage", "readiness-check", 1.0)),
     ],
 )
 def test_faults_parse(text: str, fault: Fault) -> None:
@@ -36,6 +38,9 @@ def test_faults_parse(text: str, fault: Fault) -> None:
         ("comms-mcp:error_rate=lots", "is not a number"),
         ("comms-mcp:error_rate=1.5", "between 0 and 1"),
         ("comms-mcp:latency_ms=-5", "between 0 and"),
+        ("stage:lint=fail", "unknown stage 'lint'"),
+        ("stage:synthetics=1", "a stage fault's only value is 'fail'"),
+        ("stage:synthetics", "stage:NAME=fail"),
     ],
 )
 def test_bad_faults_are_refused_clearly(text: str, words: str) -> None:
@@ -44,11 +49,13 @@ def test_bad_faults_are_refused_clearly(text: str, words: str) -> None:
 
 
 def test_faults_group_by_service() -> None:
-    faults = [Fault("comms-mcp", "error_rate", 0.5), Fault("comms-mcp", "latency_ms", 10), Fault("crm-mcp", "crash", 1)]
+    faults = [Fault("comms-mcp", "error_rate", 0.5), Fault("comms-mcp", "latency_ms", 10), Fault("crm-mcp", "crash", 1),
+              Fault.parse("stage:synthetics=fail", SERVICES)]  # fmt: skip
     assert faults_by_service(faults) == {
         "comms-mcp": {"error_rate": 0.5, "latency_ms": 10},
         "crm-mcp": {"crash": 1},
     }
+    assert failing_stages(faults) == {"synthetics"}
 
 
 def test_sample_differences_never_go_negative() -> None:
@@ -67,7 +74,14 @@ def test_a_run_record_round_trips_through_json() -> None:
     stage = record.stage("canary-deploy")
     stage.status, stage.started_at, stage.finished_at, stage.budget_s = StageStatus.FAILED, at, at, 300.0
     stage.data = {"canary_traffic_started_at": at.isoformat()}
-    record.rollback = RollbackRecord("canary-deploy: boom", at, detected_at=at, completed_at=at, duration_s=0.004)
+    record.rollback = RollbackRecord(
+        "canary-deploy: boom",
+        at,
+        detected_at=at,
+        completed_at=at,
+        duration_s=0.004,
+        database=DatabaseUndo("down_files", ["001_audit"], "reverted 001_audit", 0.2),
+    )
     record.services = [{"name": "comms-mcp", "stable_version": "v1.0.0", "canary_version": None, "canary_weight": 0}]
     again = RunRecord.from_dict(json.loads(json.dumps(record.as_dict())))
     assert again.as_dict() == record.as_dict()

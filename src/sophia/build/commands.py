@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sophia import lifeline
 from sophia.engine.model import CommandResult
 
 _TAIL_BYTES = 8000
@@ -35,6 +36,7 @@ class SubprocessRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=lifeline.die_with_parent(),  # a killed engine leaves no test run behind
             )
         except FileNotFoundError:
             return CommandResult(tuple(argv), 127, f"{argv[0]}: command not found", time.monotonic() - started)

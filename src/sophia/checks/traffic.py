@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from sophia import descriptors
+from sophia import descriptors, lifeline
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.model import TrafficTally, TrafficTarget
 
@@ -183,19 +182,8 @@ class LoadGenerator:
             "mix": {kind: [asdict(t) for t in templates] for kind, templates in self._mix.items()},
         }
         tally = TrafficTally()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sophia.checks.traffic",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None
+        proc = await start_child(spec)
         assert proc.stdout is not None
-        proc.stdin.write(json.dumps(spec).encode() + b"\n")
-        await proc.stdin.drain()
-        proc.stdin.close()
         try:
             async with asyncio.timeout(self._start_timeout):
                 ready = await proc.stdout.readline()
@@ -206,6 +194,8 @@ class LoadGenerator:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
+            if proc.stdin is not None:
+                proc.stdin.close()  # its EOF is the child's other word to stop
             with contextlib.suppress(TimeoutError, ValueError):
                 async with asyncio.timeout(5):
                     line = await proc.stdout.readline()
@@ -214,6 +204,24 @@ class LoadGenerator:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             await proc.wait()
+
+
+async def start_child(spec: dict[str, Any]) -> asyncio.subprocess.Process:
+    """Start the generator's process, tied to ours from its first instruction (``sophia.lifeline``): the kernel
+    sends it SIGTERM when we die, and its stdin — the spec, then nothing — stays open until we close it or die."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sophia.checks.traffic",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lifeline.die_with_parent(signal.SIGTERM),  # prctl only: libc was loaded beforehand
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(spec).encode() + b"\n")
+    await proc.stdin.drain()
+    return proc
 
 
 async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -233,7 +241,7 @@ async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         driving = asyncio.create_task(driver.drive(session, targets))
-        orphaned = asyncio.create_task(_parent_gone(os.getppid()))
+        orphaned = asyncio.create_task(_parent_gone())
         await asyncio.wait([asyncio.create_task(stop.wait()), orphaned], return_when=asyncio.FIRST_COMPLETED)
         for task in (driving, orphaned):
             task.cancel()
@@ -241,15 +249,20 @@ async def _serve(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
     return {name: asdict(s) for name, s in driver.stats.items()}
 
 
-async def _parent_gone(parent: int, interval_s: float = 0.5) -> None:
-    """Return once the process that started us has died (we were re-parented): never outlive a killed engine."""
-    clock = SystemClock()
-    while os.getppid() == parent:
-        await clock.sleep(interval_s)
+async def _parent_gone() -> None:
+    """Return once stdin ends: only the engine holds its write end, so EOF means it closed it or died."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
 
 
 def main() -> None:
-    spec = json.loads(sys.stdin.readline())
+    line = sys.stdin.readline()
+    if not line.strip():  # the engine died before it could say what to do
+        sys.exit(1)
+    spec = json.loads(line)
     stats = asyncio.run(_serve(spec))
     sys.stdout.write(json.dumps(stats) + "\n")
     sys.stdout.flush()

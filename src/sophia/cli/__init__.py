@@ -17,6 +17,7 @@ app = typer.Typer(
 app.callback()(app_state)
 app.command("deploy")(deploy.deploy)
 app.command("plan")(deploy.plan)
+app.command("undo")(deploy.undo)
 app.command("stage")(runs.stage)
 app.command("resume")(runs.resume)
 app.command("rollback")(runs.rollback)

@@ -14,14 +14,16 @@ from sophia.config import STAGE_NAMES, ConfigError, Settings, check_version
 from sophia.engine import run
 from sophia.engine.context import RunContext
 from sophia.engine.events import EventKind
-from sophia.engine.model import Fault
+from sophia.engine.model import Fault, failing_stages
+from sophia.engine.ports import PlatformError, PreflightError
 from sophia.engine.record import Outcome, RunRecord
+from sophia.engine.undo import UndoRefusedError, as_undo, prepare_undo
 
 VersionOption = Annotated[str | None, typer.Option("--version", "-v", help="release to ship (default: PRODUCTION_TAG)")]
 FaultOption = Annotated[
     list[str] | None,
     typer.Option("--fault", help="rehearsal fault on a service's canary: SERVICE:KIND=VALUE (error_rate, latency_ms, "
-                 "crash); repeatable"),
+                 "crash), or stage:NAME=fail to fail a stage after its work is done; repeatable"),
 ]  # fmt: skip
 SkipOption = Annotated[list[str] | None, typer.Option("--skip", help="stage to skip (repeatable)")]
 
@@ -39,6 +41,9 @@ def _release(
     unknown = [s for s in skip or [] if s not in STAGE_NAMES]
     if unknown:
         fail(f"unknown stage {unknown[0]!r} in --skip (stages: {', '.join(STAGE_NAMES)})")
+    both = sorted(failing_stages(faults) & set(skip or []))
+    if both:
+        fail(f"--fault stage:{both[0]}=fail asks a skipped stage to fail; drop one of --skip {both[0]} and the fault")
     if not settings.migrations_dir.is_dir():
         fail(f"migrations folder {settings.migrations_dir} does not exist")
     if preflight:
@@ -107,3 +112,45 @@ def plan(
 
     run_id = execute(settings, new, planned, progress=False)
     typer.echo(run_id)
+
+
+def undo(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None, typer.Option("--to", help="release to go back to (default: the one before the current)")
+    ] = None,
+    platform: PlatformOption = None,
+) -> None:
+    """Ship an earlier promoted release back: a canary of it, judged like any canary, then 100 %, then readiness.
+
+    Refused (exit 2, nothing changed) without an earlier release, or when a contract migration ran since it was
+    promoted. Exit codes as for deploy: 0 undone, 1 a gate failed and the current release stayed, 3 rollback failed.
+    """
+    settings = state(ctx).settings(platform)
+    if to is not None:
+        try:
+            check_version(to)
+        except ConfigError as exc:
+            fail(str(exc))
+
+    async def new(rt: wiring.Runtime) -> RunRecord:
+        """What to ship back and whether the schema allows it, then the platform's preflight: all before any change."""
+        migrator = wiring.migrator(settings, rt.database_url, rt.clock)
+        try:
+            plan = await prepare_undo(rt.store, migrator, settings.platform, to)
+            await rt.platform.preflight()
+        except (UndoRefusedError, PreflightError) as exc:
+            fail(str(exc))
+        except PlatformError as exc:
+            fail(f"{settings.platform} platform: {exc}")
+        return as_undo(rt.new_record(plan.target.version), plan)
+
+    async def pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
+        async def work() -> Outcome | None:
+            await rt.store.create(run_ctx.record)
+            return await run.execute(run_ctx)
+
+        return await act(rt, run_ctx, work)
+
+    outcome = execute(settings, new, pipeline)
+    finished(outcome, f" — report: {settings.state_dir / 'runs' / 'latest' / 'report.md'}")

@@ -15,7 +15,7 @@ from sophia.cli.engine import act, execute, finished, held, with_runtime
 from sophia.config import STAGE_NAMES
 from sophia.engine import recovery, run
 from sophia.engine.context import RunContext
-from sophia.engine.record import Outcome, RunRecord
+from sophia.engine.record import Outcome, Phase, RunRecord
 from sophia.engine.report import render_markdown
 from sophia.engine.store import LeaseHeldError, RequestAction
 
@@ -147,7 +147,8 @@ def _stop(ctx: typer.Context, platform: str | None, run_id: str | None, action: 
     async def stop_it(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
         record = run_ctx.record
         if record.phase.terminal:
-            fail(f"run {record.run_id} already ended: {record.phase.value}")
+            hint = "; to take a promoted release back, use `sophia undo`" if record.phase is Phase.PROMOTED else ""
+            fail(f"run {record.run_id} already ended: {record.phase.value}{hint}")
         try:
             return await act(rt, run_ctx, lambda: run.roll_back(run_ctx, why, None, outcome=outcome))
         except LeaseHeldError as exc:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from sophia.config import Settings
-from sophia.db.audit import append_audit_event, append_audit_event_sync, verify_audit_chain
+from sophia.db.audit import AUDIT_SCHEMA, append_audit_event, append_audit_event_sync, verify_audit_chain
 from sophia.db.errors import ConnectError, LockNotObtained, MigrationFailed, MigrationRefused
 from sophia.db.migrator import (
     DatabaseSource,
@@ -62,6 +62,7 @@ def create_migrator(
 
 
 __all__ = [
+    "AUDIT_SCHEMA",
     "ConnectError",
     "Finding",
     "LockNotObtained",

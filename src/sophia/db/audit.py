@@ -17,6 +17,8 @@ from typing import Any
 from psycopg import AsyncConnection, Connection
 from psycopg.types.json import Jsonb
 
+AUDIT_SCHEMA = "audit"  # created by ops/sql/001_audit.sql
+
 GENESIS_HASH = "0" * 64
 RESULTS = ("success", "failure", "denied", "error")
 EXPECTED_TRIGGERS = {

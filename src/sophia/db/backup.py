@@ -15,11 +15,14 @@ import asyncio
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from sophia import lifeline
 from sophia.db.errors import MigrationRefused
 from sophia.db.neon import DbTarget
 from sophia.db.redact import redact
@@ -45,7 +48,7 @@ BEGIN
       FROM pg_namespace n WHERE n.nspname = 'public';
     FOR schema_name IN
         SELECT nspname FROM pg_namespace
-         WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'
+         WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' AND nspname <> ALL (ARRAY[{keep}]::text[])
     LOOP
         EXECUTE format('DROP SCHEMA %I CASCADE', schema_name);
     END LOOP;
@@ -121,6 +124,7 @@ async def _run(argv: list[str], target: DbTarget, *, timeout_s: float, what: str
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=lifeline.die_with_parent(),  # a restore's psql dies with us: its transaction then rolls back
     )
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -154,22 +158,56 @@ async def dump_to_file(target: DbTarget, directory: Path, clock: Clock, *, timeo
     return path
 
 
-async def restore_file(target: DbTarget, path: Path, *, timeout_s: float = 1800.0) -> None:
-    """Replace the database's contents with the dump in ``path``, in one transaction."""
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def prelude(keep_schemas: Sequence[str] = ()) -> str:
+    """The SQL that empties the database before the dump is replayed, leaving ``keep_schemas`` as they are."""
+    for name in keep_schemas:
+        if not _SCHEMA_NAME.fullmatch(name):
+            raise ValueError(f"not a plain schema name: {name!r}")
+    return _PRELUDE.replace("{keep}", ", ".join(f"'{name}'" for name in keep_schemas))
+
+
+def without_schemas(listing: str, schemas: Sequence[str]) -> str:
+    """A ``pg_restore --list`` table of contents minus the entries that create ``schemas`` (or set their ACL or
+    comment): ``6; 2615 16385 SCHEMA - sophia_engine postgres``, ``ACL - SCHEMA audit``, ``COMMENT - SCHEMA audit``."""
+    names = "|".join(re.escape(name) for name in schemas)
+    entry = re.compile(rf"^\d+; \d+ \d+ (?:SCHEMA - |(?:ACL|COMMENT) - SCHEMA )(?:{names}) ")
+    return "".join(line for line in listing.splitlines(keepends=True) if not entry.match(line))
+
+
+async def restore_file(
+    target: DbTarget, path: Path, *, keep_schemas: Sequence[str] = (), timeout_s: float = 1800.0
+) -> None:
+    """Replace the database's contents with the dump in ``path``, in one transaction.
+
+    ``keep_schemas`` are neither dropped nor restored: the pipeline keeps the run store and the audit trail, which
+    record the very run being rolled back, when they live in the database it restores.
+    """
     if not await asyncio.to_thread(path.is_file):
         raise BackupError(f"backup file {path} does not exist")
     with tempfile.TemporaryDirectory(prefix="sophia-restore-") as tmp:
         script = Path(tmp) / "restore.sql"
-        prelude = Path(tmp) / "prelude.sql"
-        prelude.write_text(_PRELUDE)
+        prelude_file = Path(tmp) / "prelude.sql"
+        prelude_file.write_text(prelude(keep_schemas))
+        selection: list[str] = []
+        if keep_schemas:
+            # --exclude-schema leaves out a schema's objects but not the schema itself (nor its ACL or comment)
+            listing = Path(tmp) / "toc.list"
+            excluded = [f"--exclude-schema={name}" for name in keep_schemas]
+            await _run([pg_tool("pg_restore"), "--list", *excluded, f"--file={listing}", str(path)], target,
+                       timeout_s=timeout_s, what=f"pg_restore --list of {path.name}")  # fmt: skip
+            listing.write_text(without_schemas(listing.read_text(), keep_schemas))
+            selection = [*excluded, f"--use-list={listing}"]
         await _run(
-            [pg_tool("pg_restore"), "--no-owner", f"--file={script}", str(path)],
+            [pg_tool("pg_restore"), "--no-owner", *selection, f"--file={script}", str(path)],
             target,
             timeout_s=timeout_s,
             what=f"pg_restore of {path.name}",
         )
         psql = [pg_tool("psql", tls=_needs_tls(target)), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1"]
-        files = ["--single-transaction", "-f", str(prelude), "-f", str(script)]
+        files = ["--single-transaction", "-f", str(prelude_file), "-f", str(script)]
         await _run(
             [*psql, *files, f"--dbname={target.conninfo_without_password()}"],
             target,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +96,9 @@ class MigratorOptions:
     connect: ConnectPolicy = field(default_factory=ConnectPolicy)
     pg_version: str | None = None  # for squawk
     through: int | None = None  # consider only migrations numbered up to this one
+    # Schemas a restore from a pg_dump file leaves alone (the pipeline's run store and audit trail, when they live in
+    # the database it restores: they record the very run being rolled back).
+    keep_schemas: tuple[str, ...] = ()
 
 
 @dataclass
@@ -143,6 +147,25 @@ class SqlMigrator:
         """Undo migrations applied by an earlier stage of this run (pipeline rollback), newest first."""
         runner = await self._runner(await self.source.target(), self._migrations())
         return await runner.revert(names)
+
+    def without_down(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Those of ``names`` with no down file in the folder (a name with no file at all counts too)."""
+        downs = {m.name for m in self._migrations() if m.down is not None}
+        return tuple(name for name in names if name not in downs)
+
+    async def contracts_applied(self) -> list[tuple[str, datetime]]:
+        """Applied migrations whose file is a contract step, with their time of application."""
+        contract = {m.name for m in self._migrations() if m.contract}
+        return [(a.name, a.applied_at) for a in await self.history() if a.name in contract]
+
+    async def restore_backup(self, backup: str) -> str:
+        """Restore from what ``migrate`` reported as its backup: ``neon-branch:NAME`` or ``file:PATH``."""
+        kind, _, where = backup.partition(":")
+        if kind == "neon-branch" and where:
+            return await self.restore(branch=where)
+        if kind == "file" and where:
+            return await self.restore(file=Path(where))
+        raise MigrationRefused(f"unknown backup {backup!r}: expected neon-branch:NAME or file:PATH")
 
     # -- the CLI's operations --------------------------------------------------------------------------------------
 
@@ -205,7 +228,7 @@ class SqlMigrator:
         conn = await connect(target, self.clock, self.options.connect)
         try:
             await lock.acquire(conn, self.clock, wait_s=self.options.runner.lock_wait_s)
-            await backup.restore_file(target, file)
+            await backup.restore_file(target, file, keep_schemas=self.options.keep_schemas)
         finally:
             await conn.close()
         return f"restored {target.describe()} from {file}"

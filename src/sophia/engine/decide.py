@@ -201,3 +201,23 @@ def stage_budget(stage_budget_s: float | None, remaining_total_s: float) -> floa
     """The time a stage may take: its own budget, capped by what is left of the run's total budget."""
     remaining = max(0.0, remaining_total_s)
     return remaining if stage_budget_s is None else min(stage_budget_s, remaining)
+
+
+class DbUndo(StrEnum):
+    """How a rollback takes back the migrations its run applied."""
+
+    NOTHING = "nothing"  # the run applied none
+    DOWN_FILES = "down_files"  # each applied file's down file, newest first: writes made since are kept
+    RESTORE_BACKUP = "restore_backup"  # the backup taken before the first file (a Neon branch or a pg_dump)
+    MANUAL = "manual"  # neither is possible: someone has to repair the schema
+
+
+def db_undo_method(
+    applied: Sequence[str], without_down: Sequence[str], backup: str | None, *, down_failed: bool = False
+) -> DbUndo:
+    """Down files when every applied file has one (and undoing with them has not failed), else the backup."""
+    if not applied:
+        return DbUndo.NOTHING
+    if not without_down and not down_failed:
+        return DbUndo.DOWN_FILES
+    return DbUndo.RESTORE_BACKUP if backup else DbUndo.MANUAL

@@ -9,6 +9,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from sophia.config import STAGE_NAMES
+
 
 class Track(StrEnum):
     STABLE = "stable"
@@ -23,12 +25,16 @@ FAULT_KINDS: dict[str, tuple[float, float]] = {
 }
 
 
+STAGE_FAULT = "stage"  # ``stage:NAME=fail``: a rehearsal fault on a pipeline stage, not on a service
+
+
 @dataclass(frozen=True)
 class Fault:
-    """A rehearsal fault injected into one service's canary, e.g. ``comms-mcp:error_rate=1.0``."""
+    """A rehearsal fault: on one service's canary (``comms-mcp:error_rate=1.0``), or on a stage
+    (``stage:synthetics=fail``: the stage does its work, then fails, so every rollback path can be drilled)."""
 
-    service: str
-    kind: str
+    service: str  # the service, or ``stage`` for a stage fault
+    kind: str  # the fault kind, or the stage's name for a stage fault
     value: float
 
     @classmethod
@@ -36,7 +42,12 @@ class Fault:
         service, sep, rest = text.partition(":")
         kind, eq, raw = rest.partition("=")
         if not sep or not eq or not service or not kind or not raw:
-            raise ValueError(f"malformed fault {text!r}: expected SERVICE:KIND=VALUE, e.g. comms-mcp:error_rate=1.0")
+            raise ValueError(
+                f"malformed fault {text!r}: expected SERVICE:KIND=VALUE (e.g. comms-mcp:error_rate=1.0) "
+                "or stage:NAME=fail"
+            )
+        if service == STAGE_FAULT:
+            return cls._stage(text, kind, raw)
         if service not in services:
             raise ValueError(f"fault {text!r}: unknown service {service!r}")
         if kind not in FAULT_KINDS:
@@ -50,15 +61,35 @@ class Fault:
             raise ValueError(f"fault {text!r}: {kind} must be between {low:g} and {high:g}")
         return cls(service, kind, value)
 
+    @classmethod
+    def _stage(cls, text: str, stage: str, raw: str) -> Fault:
+        if stage not in STAGE_NAMES:
+            raise ValueError(f"fault {text!r}: unknown stage {stage!r} (stages: {', '.join(STAGE_NAMES)})")
+        if raw != "fail":
+            raise ValueError(f"fault {text!r}: a stage fault's only value is 'fail' (stage:{stage}=fail)")
+        return cls(STAGE_FAULT, stage, 1.0)
+
+    @property
+    def on_stage(self) -> bool:
+        return self.service == STAGE_FAULT
+
     def __str__(self) -> str:
+        if self.on_stage:
+            return f"{STAGE_FAULT}:{self.kind}=fail"
         return f"{self.service}:{self.kind}={self.value:g}"
 
 
 def faults_by_service(faults: Sequence[Fault]) -> dict[str, dict[str, float]]:
     grouped: dict[str, dict[str, float]] = {}
     for fault in faults:
-        grouped.setdefault(fault.service, {})[fault.kind] = fault.value
+        if not fault.on_stage:
+            grouped.setdefault(fault.service, {})[fault.kind] = fault.value
     return grouped
+
+
+def failing_stages(faults: Sequence[Fault]) -> frozenset[str]:
+    """The stages asked to fail after their work (``stage:NAME=fail``)."""
+    return frozenset(f.kind for f in faults if f.on_stage)
 
 
 class ArtifactKind(StrEnum):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 from sophia.engine.model import (
@@ -143,6 +144,18 @@ class Migrator(Protocol):
 
     async def revert(self, applied: Sequence[str]) -> tuple[str, ...]:
         """Undo the named migrations with their down files, newest first; returns what was reverted."""
+        ...
+
+    def without_down(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Those of ``names`` that have no down file (read from the files; no database)."""
+        ...
+
+    async def restore_backup(self, backup: str) -> str:
+        """Restore the database from the backup ``migrate`` took (``MigrationOutcome.backup``); says what was done."""
+        ...
+
+    async def contracts_applied(self) -> list[tuple[str, datetime]]:
+        """The contract steps the database has applied, with when (what decides whether an undo is safe)."""
         ...
 
 

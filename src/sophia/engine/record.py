@@ -97,6 +97,29 @@ class StageRecord:
 
 
 @dataclass
+class DatabaseUndo:
+    """How a rollback took back the migrations of its run (after the traffic had moved)."""
+
+    method: str  # a ``decide.DbUndo`` value
+    migrations: list[str]  # what the run had applied, oldest first
+    detail: str = ""
+    duration_s: float | None = None
+    error: str | None = None  # set when the database could not be brought back
+
+    @property
+    def done(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DatabaseUndo:
+        return cls(raw["method"], list(raw.get("migrations") or []), raw.get("detail", ""), raw.get("duration_s"),
+                   raw.get("error"))  # fmt: skip
+
+
+@dataclass
 class RollbackRecord:
     reason: str
     triggered_at: datetime
@@ -104,11 +127,13 @@ class RollbackRecord:
     completed_at: datetime | None = None
     duration_s: float | None = None
     error: str | None = None
+    database: DatabaseUndo | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("triggered_at", "detected_at", "completed_at"):
             out[key] = _iso(getattr(self, key))
+        out["database"] = self.database.as_dict() if self.database else None
         return out
 
     @classmethod
@@ -122,6 +147,7 @@ class RollbackRecord:
             completed_at=_dt(raw.get("completed_at")),
             duration_s=raw.get("duration_s"),
             error=raw.get("error"),
+            database=DatabaseUndo.from_dict(raw["database"]) if raw.get("database") else None,
         )
 
 
@@ -146,6 +172,7 @@ class RunRecord:
     weights: dict[str, int] = field(default_factory=dict)  # the canary weights last committed, per service
     notes: list[str] = field(default_factory=list)  # things that went wrong without failing the run
     traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # the load generator's requests, per service
+    undo_of: str | None = None  # set on a ``sophia undo`` run: the version it takes back
 
     def stage(self, name: str) -> StageRecord:
         for record in self.stages:
@@ -181,6 +208,7 @@ class RunRecord:
             "weights": self.weights,
             "notes": self.notes,
             "traffic": self.traffic,
+            "undo_of": self.undo_of,
         }
 
     @classmethod
@@ -207,4 +235,5 @@ class RunRecord:
             weights=dict(raw.get("weights") or {}),
             notes=list(raw.get("notes") or []),
             traffic=dict(raw.get("traffic") or {}),
+            undo_of=raw.get("undo_of"),
         )

@@ -70,6 +70,9 @@ def _summary(record: RunRecord) -> list[str]:
         f"- run: `{record.run_id}` on platform `{record.platform}` (profile `{record.profile}`), by {record.actor}",
         f"- started {record.created_at.isoformat()}{finished}",
     ]
+    if record.undo_of:
+        lines.append(f"- undo of {record.undo_of}: the earlier release shipped back through canary, rollout and "
+                     "readiness")  # fmt: skip
     if record.faults:
         lines.append(f"- injected faults: {', '.join(f'`{f}`' for f in record.faults)}")
     if record.artifact:
@@ -100,6 +103,14 @@ def _rollback(record: RunRecord) -> list[str]:
         lines.append(f"- traffic back on stable at {rb.completed_at.isoformat()} ({rb.duration_s:.3f}s)")
     if rb.error:
         lines.append(f"- **rollback failed**: {rb.error}")
+    db = rb.database
+    if db is not None:
+        how = db.method.replace("_", " ")
+        took = f" in {db.duration_s:g}s" if db.duration_s is not None else ""
+        if db.done:
+            lines.append(f"- database: {', '.join(db.migrations)} taken back by {how}{took}: {db.detail}")
+        else:
+            lines.append(f"- **database not restored** ({how}): {db.error}")
     return lines
 
 

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sophia.engine.context import RunContext, StopCause
+from sophia.engine.db_rollback import undo_database
 from sophia.engine.decide import stage_budget
 from sophia.engine.events import Event, EventKind
 from sophia.engine.ports import PlatformError
 from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
+from sophia.engine.redact import describe_exception, redact, secrets_of
 from sophia.engine.report import Charts, write_report
-from sophia.engine.stages.base import Stage, StageResult, failed
+from sophia.engine.stages.base import Stage, StageResult, failed, injected_failure
 from sophia.engine.stages.build import BuildCache
 from sophia.engine.stages.canary import CanaryDeploy
 from sophia.engine.stages.lint_test import LintTest
@@ -107,7 +109,8 @@ async def run_stage(ctx: RunContext, stage: Stage) -> StageResult:
     record.budget_s = budgets.for_stage(stage.name)
     record.started_at = ctx.clock.now()
     if stage.name in ctx.record.skip:
-        result = StageResult(StageStatus.SKIPPED, "skipped on request (--skip)")
+        why = "an undo ships a release built and tested already" if ctx.record.undo_of else "on request (--skip)"
+        result = StageResult(StageStatus.SKIPPED, f"skipped: {why}")
     else:
         record.status = StageStatus.RUNNING
         await ctx.commit(EventKind.STAGE_STARTED, stage.name, stage=stage.name, audit="stage.start",
@@ -115,6 +118,8 @@ async def run_stage(ctx: RunContext, stage: Stage) -> StageResult:
         elapsed_total = (record.started_at - ctx.record.created_at).total_seconds()
         allowed = stage_budget(record.budget_s, budgets.total - elapsed_total)
         result = await _bounded(ctx, stage, allowed)
+        if result.status is StageStatus.PASSED:
+            result = injected_failure(ctx, stage.name, result) or result
     record.status, record.detail = result.status, result.detail
     record.data.update(result.data)
     record.finished_at = ctx.clock.now()
@@ -131,13 +136,18 @@ async def _bounded(ctx: RunContext, stage: Stage, allowed_s: float) -> StageResu
     except TimeoutError:
         return failed(f"exceeded its budget of {allowed_s:g}s", detected_at=ctx.clock.now())
     except PlatformError as exc:
-        return failed(f"platform error: {exc}", detected_at=ctx.clock.now())
+        return failed(f"platform error: {redact(str(exc), secrets_of(ctx.settings))}", detected_at=ctx.clock.now())
+    except LeaseLostError:
+        raise  # another process owns the run now: this one touches nothing
+    except Exception as exc:  # anything else a stage raises fails it, so the run rolls back and nothing stays split
+        return failed(f"unexpected {describe_exception(exc, secrets_of(ctx.settings))}", detected_at=ctx.clock.now())
 
 
 async def roll_back(
     ctx: RunContext, reason: str, cause: StageResult | None, *, outcome: Outcome = Outcome.ROLLED_BACK
 ) -> Outcome:
-    """All services back to stable at once, then the canaries stopped; record how long traffic took to move.
+    """All services back to stable at once, then the canaries stopped, then this run's migrations taken back;
+    record how long traffic took to move (the database undo is timed on its own and never delays it).
 
     ``duration_s`` runs from the decision (this call) to the moment every weight is back on stable, including the
     write-ahead commit that announces the rollback.
@@ -174,6 +184,10 @@ async def roll_back(
         return await finish(ctx, Outcome.ROLLBACK_FAILED)
     ctx.events.emit(ctx.event(EventKind.ROLLBACK_FINISHED, f"traffic back on stable in "
                               f"{rollback.duration_s * 1000:.0f} ms", duration_s=rollback.duration_s))  # fmt: skip
+    # Only now the database: the traffic never waits for it, and no canary is left to use the new schema.
+    rollback.database = await undo_database(ctx, earlier.database if earlier else None)
+    if rollback.database is not None and not rollback.database.done:
+        return await finish(ctx, Outcome.ROLLBACK_FAILED)
     return await finish(ctx, outcome)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from sophia.engine.events import Event
 from sophia.engine.record import Outcome, Phase, RunRecord
@@ -138,6 +138,28 @@ class RunSummary:
     actor: str
 
 
+@dataclass(frozen=True)
+class Release:
+    """One promotion, as the release history keeps it: what went live, when, by whom, with which migrations."""
+
+    run_id: str
+    version: str
+    platform: str
+    artifact: dict[str, Any] | None  # ``Artifact.to_dict()``: what ``sophia undo`` ships back
+    migrations: tuple[str, ...]  # applied by this release's migrate-neon
+    promoted_at: datetime
+    actor: str
+
+
+def release_of(record: RunRecord) -> Release | None:
+    """The release a promoted run made; None for any other run."""
+    if record.outcome is not Outcome.PROMOTED or record.finished_at is None:
+        return None
+    applied = record.stage("migrate-neon").data.get("applied") or []
+    return Release(record.run_id, record.version, record.platform, record.artifact,
+                   tuple(str(name) for name in applied), record.finished_at, record.actor)  # fmt: skip
+
+
 class Store(Protocol):
     """Durable runs, their event logs, and one lease per environment.
 
@@ -163,6 +185,11 @@ class Store(Protocol):
 
     async def list_runs(self, limit: int = 50) -> list[RunSummary]:
         """Newest first."""
+        ...
+
+    async def releases(self, limit: int = 50) -> list[Release]:
+        """The release history: every promoted run, newest promotion first. It is written by the same fenced save
+        that records the promotion, so the history and the runs never disagree."""
         ...
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:

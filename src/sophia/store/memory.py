@@ -12,17 +12,19 @@ from datetime import datetime, timedelta
 
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.events import Event
-from sophia.engine.record import RunRecord
+from sophia.engine.record import Outcome, RunRecord
 from sophia.engine.store import (
     ActiveLease,
     Lease,
     LeaseHeldError,
     LeaseLostError,
+    Release,
     RequestAction,
     RunExistsError,
     RunRequest,
     RunSummary,
     UnknownRunError,
+    release_of,
 )
 from sophia.store.claim import Claim, Verdict, active_lease, expired_message, judge, lost_message, state_of
 from sophia.store.codec import (
@@ -92,6 +94,12 @@ class MemoryStore:
     async def list_runs(self, limit: int = 50) -> list[RunSummary]:
         runs = sorted(self._runs.values(), key=lambda r: (r.summary.created_at, r.position), reverse=True)
         return [r.summary for r in runs[: max(0, limit)]]
+
+    async def releases(self, limit: int = 50) -> list[Release]:
+        made = [release_of(parse_record(r.summary.run_id, r.record)) for r in self._runs.values()
+                if r.summary.outcome is Outcome.PROMOTED]  # fmt: skip
+        found = sorted((r for r in made if r is not None), key=lambda r: r.promoted_at, reverse=True)
+        return found[: max(0, limit)]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         return [parse_event(run_id, row) for row in self._run(run_id).events[max(0, after) :]]

@@ -14,11 +14,13 @@ from sophia.engine.record import RunRecord
 from sophia.engine.store import (
     ActiveLease,
     Lease,
+    Release,
     RequestAction,
     RunExistsError,
     RunRequest,
     RunSummary,
     UnknownRunError,
+    release_of,
 )
 from sophia.store.codec import EventRow, check_event, event_row, parse_event, parse_record, record_json, summary, utc
 from sophia.store.pg_conn import Database
@@ -86,6 +88,8 @@ _PENDING = """SELECT action, requested_by, reason, requested_at FROM sophia_engi
                WHERE run_id = %s AND action = ANY(%s) ORDER BY requested_at LIMIT 1"""
 _LIST = """SELECT run_id, version, phase, outcome, created_at, finished_at, actor FROM sophia_engine.runs
             ORDER BY created_at DESC, position DESC LIMIT %s"""
+_RELEASES = """SELECT run_id, record::text FROM sophia_engine.runs WHERE outcome = 'promoted'
+              ORDER BY finished_at DESC, position DESC LIMIT %s"""
 # Sequence numbers count from 1 without gaps (the run row's counter), so "after N" skips exactly N events.
 _EVENTS = """SELECT e.seq, e.kind, e.at, e.stage, e.message, e.data::text
                FROM sophia_engine.runs r
@@ -186,6 +190,13 @@ class PostgresStore:
             rows = await cur.fetchall()
         keys = ("run_id", "version", "phase", "outcome", "created_at", "finished_at", "actor")
         return [summary(**dict(zip(keys, row, strict=True))) for row in rows]
+
+    async def releases(self, limit: int = 50) -> list[Release]:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(_RELEASES, (max(0, limit),))
+            rows = await cur.fetchall()
+        made = (release_of(parse_record(run_id, text)) for run_id, text in rows)
+        return [release for release in made if release is not None]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         async with self._db.connection() as conn:

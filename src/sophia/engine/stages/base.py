@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sophia.engine.context import RunContext
+from sophia.engine.model import failing_stages
 from sophia.engine.record import StageStatus
 
 
@@ -24,6 +25,16 @@ def passed(detail: str, **data: Any) -> StageResult:
 
 def failed(detail: str, *, detected_at: datetime | None = None, **data: Any) -> StageResult:
     return StageResult(StageStatus.FAILED, detail, data, detected_at)
+
+
+def injected_failure(ctx: RunContext, stage: str, done: StageResult | None = None) -> StageResult | None:
+    """The failure a rehearsal asked for (``--fault stage:NAME=fail``) once ``stage`` has done its work, keeping
+    what that work recorded (the migrations it applied, say) so the rollback undoes it; None when not asked."""
+    if stage not in failing_stages(ctx.faults):
+        return None
+    data = dict(done.data) if done else {}
+    reason = f"failed on request (--fault stage:{stage}=fail) after its work was done"
+    return failed(reason, detected_at=ctx.clock.now(), **data)
 
 
 class Stage(Protocol):

@@ -16,7 +16,7 @@ from sophia.engine.context import RunContext
 from sophia.engine.decide import Verdict, health_verdict, next_streak, resource_problems
 from sophia.engine.model import ServiceStatus
 from sophia.engine.ports import PlatformError
-from sophia.engine.stages.base import StageResult, failed, passed
+from sophia.engine.stages.base import StageResult, failed, injected_failure, passed
 
 
 class ReadinessCheck:
@@ -38,6 +38,9 @@ class ReadinessCheck:
         problems += [f"monitoring {url}: {why}" for url, why in monitoring]
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now(), **findings)
+        rehearsed = injected_failure(ctx, self.name)  # before the previous stable is let go, so it can come back
+        if rehearsed is not None:
+            return rehearsed
         await ctx.ports.platform.retire_previous()
         measured = f", {len(usage)} workloads within limits" if usage else ", resources not measured by the platform"
         return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable"

@@ -9,8 +9,6 @@ platform finds its own processes by that mark, even one whose starter was killed
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import os
 import signal
 import socket
@@ -23,13 +21,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from sophia import lifeline
 from sophia.engine.clock import Clock
 from sophia.platforms.local.state import ProcessRef
 
 # The environment a service process sees: ours to set, nothing inherited but the basics (no stray secrets).
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 MARK = "SOPHIA_PLATFORM_HOME"
-PR_SET_PDEATHSIG = 1
 
 
 def alive(ref: ProcessRef | None) -> bool:
@@ -68,15 +66,6 @@ def owned(home: Path) -> list[tuple[ProcessRef, dict[str, str]]]:
     return found
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: the kernel kills this process when the thread that started it exits."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def spawn(
     argv: Sequence[str],
     *,
@@ -100,7 +89,7 @@ def spawn(
             pass_fds=tuple(pass_fds),
             start_new_session=True,
             close_fds=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()) if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=lifeline.die_with_parent() if die_with_parent else None,  # noqa: PLW1509 - prctl only
         )
     try:
         created = psutil.Process(proc.pid).create_time()
