@@ -77,15 +77,18 @@ def deploy(
     async def new(rt: wiring.Runtime) -> RunRecord:
         return rt.new_record(release, faults, skipped)
 
-    async def pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
-        async def work() -> Outcome | None:
-            await rt.store.create(run_ctx.record)
-            return await run.execute(run_ctx)
-
-        return await act(rt, run_ctx, work)
-
-    outcome = execute(settings, new, pipeline)
+    outcome = execute(settings, new, _pipeline)
     finished(outcome, f" — report: {settings.state_dir / 'runs' / 'latest' / 'report.md'}")
+
+
+async def _pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
+    """Store a new run and execute it, under the run's session."""
+
+    async def work() -> Outcome | None:
+        await rt.store.create(run_ctx.record)
+        return await run.execute(run_ctx)
+
+    return await act(rt, run_ctx, work)
 
 
 def plan(
@@ -145,12 +148,5 @@ def undo(
             fail(f"{settings.platform} platform: {exc}")
         return as_undo(rt.new_record(plan.target.version), plan)
 
-    async def pipeline(rt: wiring.Runtime, run_ctx: RunContext) -> Outcome | None:
-        async def work() -> Outcome | None:
-            await rt.store.create(run_ctx.record)
-            return await run.execute(run_ctx)
-
-        return await act(rt, run_ctx, work)
-
-    outcome = execute(settings, new, pipeline)
+    outcome = execute(settings, new, _pipeline)
     finished(outcome, f" — report: {settings.state_dir / 'runs' / 'latest' / 'report.md'}")
