@@ -114,13 +114,15 @@ class LocalPlatform:
         return found
 
     async def resources(self) -> list[ResourceUsage]:
-        """Each live service process's resident memory and its CPU averaged since it started (psutil)."""
+        """Each live service process's resident memory and its CPU averaged since it started (psutil), by the role
+        it has now: a promoted canary's process is the stable one (it keeps the track it was started with)."""
         found = []
         for name, slot in self.load().services.items():
-            for instance in slot.instances():
+            roles = [(slot.stable, Track.STABLE), (slot.canary, Track.CANARY)]
+            for instance, track in ((i, t) for i, t in roles if i is not None):
                 usage = supervisor.usage(instance) if supervisor.alive(instance) else None
                 if usage is not None:
-                    found.append(ResourceUsage(name, Track(instance.track), *usage))
+                    found.append(ResourceUsage(name, track, *usage))
         return found
 
     async def inspect(self) -> list[ServiceStatus]:
