@@ -110,6 +110,16 @@ def write_config(folder: Path, state_dir: Path, platform: str = "local", **chang
     return path
 
 
+def _logs_tail(state_dir: Path, lines: int = 15) -> str:
+    """The last lines of every log the platform wrote, for a start-up that failed in CI."""
+    out = []
+    for log in sorted(state_dir.rglob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        if tail:
+            out.append(f"\n--- {log.relative_to(state_dir)}\n" + "\n".join(tail))
+    return "".join(out)
+
+
 def leftovers(state_dir: Path) -> list[str]:
     """Processes that still mention the state folder in their command line or environment."""
     found = []
@@ -159,7 +169,7 @@ def cli(request: pytest.FixtureRequest, platform_name: str) -> Iterator[Cli]:
     changes = getattr(request.module, "config_changes", lambda _home: {})(home)
     runner = Cli(write_config(home, state_dir, platform_name, **changes), state_dir, platform_name)
     up = runner(*runner.environment, timeout=600)
-    assert up.returncode == 0, up.stdout + up.stderr
+    assert up.returncode == 0, up.stdout + up.stderr + _logs_tail(state_dir)
     try:
         yield runner
     finally:
