@@ -9,11 +9,5 @@ if command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" != "0" ]; then
-  SUDO="sudo"
-fi
-
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah debootstrap util-linux
+bash "$(dirname "$0")/apt-install.sh" buildah debootstrap util-linux
 buildah --version

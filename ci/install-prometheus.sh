@@ -9,12 +9,5 @@ if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" != "0" ]; then
-  SUDO="sudo"
-fi
-
-# env(1) rather than export: sudo drops the caller's environment.
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+bash "$(dirname "$0")/apt-install.sh" prometheus
 /usr/bin/prometheus --version 2>&1 | head -n1
