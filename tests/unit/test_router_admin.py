@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sophia.checks.metrics import track_samples
 from sophia.engine.model import Track
@@ -90,13 +91,11 @@ async def test_a_new_route_drops_the_series_of_versions_it_no_longer_sends_to(
                          flag=ResponseFlag.NONE, source="synthetics", duration_ms=1.0)  # fmt: skip
     await client.put_route("comms-mcp", CANARY, None, 0)  # v1.1.0 promoted: v1.0.0 runs nowhere any more
     text = await client.metrics_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
     versions = {
-        (
-            line.split('destination_service_name="')[1].split('"')[0],
-            line.split('destination_version="')[1].split('"')[0],
-        )
-        for line in text.splitlines()
-        if line.startswith("istio_requests_total{")
+        (s.labels["destination_service_name"], s.labels["destination_version"])
+        for s in families["istio_requests"].samples
+        if s.name == "istio_requests_total"
     }
     assert versions == {("comms-mcp", "v1.1.0"), ("crm-mcp", "v1.0.0")}
     assert telemetry.summary()["comms-mcp"]["stable"]["requests"] == 2  # the per-track tally keeps its history
