@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sophia.db.errors import MigrationRefused
+from sophia.db.tls import tls_problem
 
 NEON_DOMAIN = ".neon.tech"
 POOLER_SUFFIX = "-pooler"
@@ -98,4 +99,8 @@ def target_from_url(url: str, *, endpoint_id: str | None = None, ssl_root_cert: 
         params["sslrootcert"] = ssl_root_cert
     if (neon or ssl_root_cert) and params.get("sslmode") in _WEAK_SSLMODES:
         params["sslmode"] = "verify-full" if params.get("sslrootcert") else "require"
-    return DbTarget(tuple(params.items()), endpoint_id if neon else None)
+    target = DbTarget(tuple(params.items()), endpoint_id if neon else None)
+    problem = tls_problem(target.conninfo())
+    if problem:
+        raise MigrationRefused(f"the database URL: {problem}")
+    return target
