@@ -23,7 +23,9 @@ from sophia.checks.prometheus import PrometheusMetrics
 from sophia.checks.synthetics import SyntheticSuite
 from sophia.checks.traffic import LoadGenerator, Mix, RequestTemplate
 from sophia.config import ConfigError, Settings
+from sophia.db import MigrationRefused, neon_database_url, uses_neon_api
 from sophia.db.audit_trail import PostgresAuditTrail, ensure_audit_schema
+from sophia.db.tls import tls_problem
 from sophia.engine.clock import Clock, SystemClock
 from sophia.engine.context import Ports, RunContext
 from sophia.engine.events import EventBus, EventSink
@@ -66,7 +68,10 @@ class PlatformParts:
     stand-in for Neon) and metrics of its own (the local routers' tally)."""
 
     platform: Platform
-    database_url: Callable[[], str] | None = None
+    # The database the platform's running services were given (None while they are not running), and the
+    # platform's own database (the local platform's embedded Postgres).
+    database_url: Callable[[], str | None] | None = None
+    own_database_url: Callable[[], str] | None = None
     metrics: MetricsSource | None = None
     api_token: Callable[[], str | None] | None = None  # the services' token, when the platform made it
 
@@ -78,7 +83,7 @@ def _local(settings: Settings, clock: Clock) -> PlatformParts:
         made = local_secrets.load(platform.paths.home)
         return made.api_token if made else None
 
-    return PlatformParts(platform, platform.database_url, platform, token)
+    return PlatformParts(platform, platform.running_database_url, platform.embedded_database_url, platform, token)
 
 
 def _kubernetes(settings: Settings, clock: Clock) -> PlatformParts:
@@ -126,7 +131,8 @@ async def local_up(settings: Settings) -> tuple[bool, EnvironmentStatus]:
     platform = local_platform(settings)
     try:
         artifact = await asyncio.to_thread(wheels(settings).build_sync, settings.local.baseline_version)
-        started = await environment.up(platform, artifact)
+        services_database = await configured_database_url(settings, platform.clock)
+        started = await environment.up(platform, artifact, services_database)
         return started, environment.status(platform)
     finally:
         await platform.aclose()
@@ -241,13 +247,59 @@ def metrics_source(settings: Settings, parts: PlatformParts) -> MetricsSource:
     return parts.metrics
 
 
-def database_url(settings: Settings, parts: PlatformParts) -> str:
-    """The database the services use (and the pipeline migrates): DATABASE_URL, else the platform's own."""
+async def configured_database_url(settings: Settings, clock: Clock) -> str | None:
+    """The services' database the configuration names: ``DATABASE_URL``, else the Neon project's default branch
+    (from the Neon API, with ``NEON_API_KEY``); None when it names none."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
-    if parts.database_url is None:
-        raise ConfigError(f"DATABASE_URL is required on the {settings.platform} platform (the services' database)")
-    return parts.database_url()
+    try:
+        return await neon_database_url(settings, clock)
+    except MigrationRefused as exc:  # the Neon API refused the key or the project: the configuration is at fault
+        raise ConfigError(str(exc)) from None
+
+
+async def database_url(settings: Settings, parts: PlatformParts, clock: Clock) -> str:
+    """The one database the services use, the pipeline migrates and the synthetic checks read.
+
+    Running services the platform gave a database to (the local platform's) name it, and the configuration must
+    agree. Otherwise ``DATABASE_URL``, else the Neon project's default branch, else the platform's own database."""
+    configured = await configured_database_url(settings, clock)
+    running = parts.database_url() if parts.database_url else None
+    if running is not None and configured is not None and configured != running:
+        raise ConfigError(
+            "the local platform's services use another database than DATABASE_URL / NEON_API_KEY name: restart them "
+            "on it (sophia local down, then sophia local up)"
+        )
+    url = running or configured or (parts.own_database_url() if parts.own_database_url else None)
+    if url is None:
+        raise ConfigError(
+            f"DATABASE_URL or NEON_API_KEY is required on the {settings.platform} platform (the services' database)"
+        )
+    return _with_tls(url, "DATABASE_URL")
+
+
+def _with_tls(url: str, name: str) -> str:
+    """``url``, refused when it leaves this machine without TLS."""
+    problem = tls_problem(url)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+    return url
+
+
+def state_database_url(settings: Settings, parts: PlatformParts, services_url: str) -> str:
+    """Where runs are kept: ``SOPHIA_STATE_URL``; else the services' database — except with Neon, whose backup branch
+    restore would rewind a run store kept in it: then the platform's own database (the local platform's embedded
+    Postgres), and on a platform without one ``SOPHIA_STATE_URL`` is required."""
+    if settings.state_database_url is not None:
+        return _with_tls(settings.state_database_url.get_secret_value(), "SOPHIA_STATE_URL")
+    if not uses_neon_api(settings):
+        return services_url
+    if parts.own_database_url is None:
+        raise ConfigError(
+            f"SOPHIA_STATE_URL is required with NEON_API_KEY on the {settings.platform} platform: a restore from the "
+            "backup branch would rewind a run store kept in the Neon database"
+        )
+    return parts.own_database_url()
 
 
 def api_token(settings: Settings, parts: PlatformParts) -> str | None:
@@ -269,7 +321,10 @@ def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
     shared = settings.state_database_url is None or settings.state_database_url.get_secret_value() == url
     keep = (STORE_SCHEMA, AUDIT_SCHEMA) if shared else ()
     options = MigratorOptions(backup_dir=settings.state_dir / "backups", keep_schemas=keep)
-    return create_migrator(settings, database_url=url, clock=clock, options=options, directory=settings.migrations_dir)
+    # With the Neon API the migrator reaches the same default branch through it, to rehearse on and back up to branches.
+    through_url = None if uses_neon_api(settings) else url
+    return create_migrator(settings, database_url=through_url, clock=clock, options=options,
+                           directory=settings.migrations_dir)  # fmt: skip
 
 
 def load_mix(settings: Settings) -> Mix:
@@ -343,8 +398,8 @@ async def runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterat
     clock = clock or SystemClock()
     parts = platform_parts(settings, clock)
     try:
-        url = database_url(settings, parts)
-        state_url = settings.state_database_url.get_secret_value() if settings.state_database_url else url
+        url = await database_url(settings, parts, clock)
+        state_url = state_database_url(settings, parts, url)
         store = PostgresStore(state_url)
         audit = PostgresAuditTrail(state_url, actor())
         try:
@@ -361,12 +416,12 @@ async def runtime(settings: Settings, clock: Clock | None = None) -> AsyncIterat
 @contextlib.asynccontextmanager
 async def run_store(settings: Settings) -> AsyncIterator[PostgresStore]:
     """The run store alone (for readers such as the dashboard): no audit trail, the platform closed at once."""
-    parts = platform_parts(settings, SystemClock())
+    clock = SystemClock()
+    parts = platform_parts(settings, clock)
     try:
-        url = database_url(settings, parts)
+        state_url = state_database_url(settings, parts, await database_url(settings, parts, clock))
     finally:
         await parts.platform.aclose()
-    state_url = settings.state_database_url.get_secret_value() if settings.state_database_url else url
     store = PostgresStore(state_url)
     try:
         await store.ensure_schema()

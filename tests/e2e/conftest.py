@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Cli:
     config: Path
     state_dir: Path
     platform: str = "local"
+    env: dict[str, str] = field(default_factory=dict)  # added to every command's environment
 
     @property
     def environment(self) -> tuple[str, str]:
@@ -66,7 +67,7 @@ class Cli:
         return subprocess.Popen(
             [sys.executable, "-m", "sophia.cli", "--config", str(self.config), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.state_dir,
-            env={**os.environ, "COLUMNS": "200"},
+            env={**os.environ, "COLUMNS": "200", **self.env},
         )  # fmt: skip
 
     def __call__(
@@ -75,7 +76,7 @@ class Cli:
         return subprocess.run(
             [sys.executable, "-m", "sophia.cli", "--config", str(self.config), *args],
             capture_output=True, text=True, timeout=timeout, cwd=self.state_dir, check=False,
-            env={**os.environ, "COLUMNS": "200", **(env or {})},
+            env={**os.environ, "COLUMNS": "200", **self.env, **(env or {})},
         )  # fmt: skip
 
     def status(self) -> list[dict[str, Any]]:
@@ -108,6 +109,19 @@ def write_config(folder: Path, state_dir: Path, platform: str = "local", **chang
     path = folder / "sophia.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def tolerant_local_profiles() -> dict[str, Any]:
+    """The local profile made tolerant of a machine busy with other work, for tests about something else than how
+    sensitive the analysis is: 8 req/s per service, health probes of 3 × 5 s, a canary judged from 5 requests and by
+    its errors only, a 60 s lease."""
+    profiles: dict[str, Any] = yaml.safe_load((REPO / "sophia.yaml").read_text())["profiles"]
+    local = profiles["local"]
+    local["health"] = {"interval_s": 2, "timeout_s": 5, "failure_threshold": 3}
+    local["analysis"].update({"min_requests": 5, "max_p95_latency_ms": 60000, "max_p99_latency_ms": 60000})
+    local["traffic"]["rps_per_service"] = 8
+    local["session"] = {"lease_ttl_s": 60, "heartbeat_s": 5, "request_poll_s": 0.25}
+    return profiles
 
 
 def _logs_tail(state_dir: Path, lines: int = 15) -> str:

@@ -6,24 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import REPO, Cli
+from tests.e2e.conftest import Cli, tolerant_local_profiles
 
 pytestmark = pytest.mark.slow
 
 
 def config_changes(_home: Path) -> dict[str, Any]:
-    """The local profile made tolerant of a machine busy with other work (this test is about the undo, not about
-    how sensitive the analysis is), as in benchmarks/safety.py: 8 req/s per service, health probes of 3 × 5 s, a
-    canary judged from 5 requests and by its errors only, a 60 s lease."""
-    profiles = yaml.safe_load((REPO / "sophia.yaml").read_text())["profiles"]
-    local = profiles["local"]
-    local["health"] = {"interval_s": 2, "timeout_s": 5, "failure_threshold": 3}
-    local["analysis"].update({"min_requests": 5, "max_p95_latency_ms": 60000, "max_p99_latency_ms": 60000})
-    local["traffic"]["rps_per_service"] = 8
-    local["session"] = {"lease_ttl_s": 60, "heartbeat_s": 5, "request_poll_s": 0.25}
-    return {"profiles": profiles}
+    """Tolerant of a busy machine, as in benchmarks/safety.py: this test is about the undo."""
+    return {"profiles": tolerant_local_profiles()}
 
 
 def stable_everywhere(cli: Cli, version: str) -> None:

@@ -8,9 +8,9 @@ What it serves (the subset ``sophia.db.neon_api`` uses), with Bearer-key authent
 - ``POST /projects/{id}/branches/{branch}/restore`` (with ``preserve_under_name``);
 - ``GET  /projects/{id}/operations/{op}`` — operations report ``running`` once, then ``finished``.
 
-A branch is a database copied with ``CREATE DATABASE … TEMPLATE <parent>``. Postgres needs the template to have no
-other sessions, so the fake ends them first — that is the fake's limit (real Neon branches are copy-on-write and
-leave connections alone), and why the migrator does its branch work while it holds no connection.
+A branch is a database copied from its parent with ``pg_dump | pg_restore``, which leaves the parent's sessions
+alone, as Neon's copy-on-write branches do (the services keep serving from the default branch meanwhile). A restore
+ends the sessions of the branch it rewrites, as Neon's compute restart does.
 
 With a :class:`NeonProxy`, URIs point at the proxy with the endpoint host (SNI) and ``hostaddr=127.0.0.1``, and the
 proxy routes each endpoint to its branch's database, so every branch is reached as ``neondb`` — as on Neon.
@@ -18,19 +18,25 @@ proxy routes each endpoint to its branch's database, so every branch is reached 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
+import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import psycopg
+import trustme
 from psycopg import sql
 
+from sophia.db.backup import pg_tool
 from tests.fakes.neon_proxy import NeonProxy
 
 ROLE = "neondb_owner"
@@ -144,18 +150,17 @@ class FakeNeonApi:
 
     def _copy(self, source: str | None, target: str) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            if source is None:
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER neondb_owner").format(sql.Identifier(target)))
-                return
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (source,),
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER neondb_owner").format(
-                    sql.Identifier(target), sql.Identifier(source)
-                )
-            )
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER neondb_owner").format(sql.Identifier(target)))
+        if source is None:
+            return
+        base = self.admin_dsn.rsplit("/", 1)[0]
+        dump = subprocess.run(
+            [pg_tool("pg_dump"), "--format=custom", f"--dbname={base}/{source}"], capture_output=True, check=True
+        )
+        subprocess.run(
+            [pg_tool("pg_restore"), "--exit-on-error", f"--dbname={base}/{target}"],
+            input=dump.stdout, capture_output=True, check=True,
+        )  # fmt: skip
 
     def _route(self, branch: FakeBranch) -> None:
         if self.proxy is not None:
@@ -274,6 +279,19 @@ class FakeNeonApi:
         target.database = new_database
         self._route(target)
         return 200, {"branch": target.as_json(), "operations": [self._operation("restore_branch", target)]}
+
+
+@contextlib.contextmanager
+def neon_project(admin_dsn: str, pg_port: int, folder: Path) -> Iterator[FakeNeonApi]:
+    """A fake Neon project on the server ``admin_dsn`` names, reached through a TLS proxy whose certificate (made in
+    ``folder``) covers Neon's endpoint host names."""
+    pem = folder / "neon-server.pem"
+    trustme.CA().issue_cert("*.us-east-1.aws.neon.tech").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with (
+        NeonProxy(upstream_port=pg_port, cert_file=pem, key_file=pem) as proxy,
+        FakeNeonApi(admin_dsn=admin_dsn, pg_port=pg_port, proxy=proxy) as api,
+    ):
+        yield api
 
 
 class _Handler(BaseHTTPRequestHandler):

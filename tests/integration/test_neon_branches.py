@@ -7,33 +7,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import trustme
 
 from sophia.db.errors import MigrationFailed
 from sophia.db.migrator import MigratorOptions, NeonSource, SqlMigrator
 from sophia.db.neon_api import NeonApi, NeonApiError
 from sophia.engine.clock import FakeClock
 from sophia.platforms.local.postgres import EmbeddedPostgres
-from tests.fakes.neon_api import FakeNeonApi
-from tests.fakes.neon_proxy import NeonProxy
+from tests.fakes.neon_api import FakeNeonApi, neon_project
 from tests.integration.test_db_cli import sophia, write
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def server_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("neon-tls") / "server.pem"
-    trustme.CA().issue_cert("*.us-east-1.aws.neon.tech").private_key_and_cert_chain_pem.write_to_path(str(path))
-    return path
-
-
 @pytest.fixture
-def neon(pg_server: EmbeddedPostgres, server_pem: Path) -> Iterator[FakeNeonApi]:
-    with (
-        NeonProxy(upstream_port=pg_server.port, cert_file=server_pem, key_file=server_pem) as proxy,
-        FakeNeonApi(admin_dsn=pg_server.dsn(), pg_port=pg_server.port, proxy=proxy) as api,
-    ):
+def neon(pg_server: EmbeddedPostgres, tmp_path: Path) -> Iterator[FakeNeonApi]:
+    with neon_project(pg_server.dsn(), pg_server.port, tmp_path) as api:
         yield api
 
 

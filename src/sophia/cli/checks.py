@@ -20,9 +20,10 @@ from sophia.engine.ports import PlatformError
 
 def _services(settings: Settings) -> tuple[list[ServiceStatus], SyntheticSuite]:
     async def read() -> tuple[list[ServiceStatus], SyntheticSuite]:
-        parts = wiring.platform_parts(settings, SystemClock())
+        clock = SystemClock()
+        parts = wiring.platform_parts(settings, clock)
         try:
-            url = wiring.database_url(settings, parts)
+            url = await wiring.database_url(settings, parts, clock)
             return await parts.platform.inspect(), wiring.synthetic_suite(settings, parts, url)
         finally:
             await parts.platform.aclose()

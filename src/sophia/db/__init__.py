@@ -45,6 +45,19 @@ def database_source(settings: Settings, clock: Clock, *, database_url: str | Non
     return NoSource()
 
 
+def uses_neon_api(settings: Settings) -> bool:
+    """Whether the services' database is the Neon project's, reached through its API (no ``DATABASE_URL``)."""
+    return settings.database_url is None and settings.neon.api_key is not None
+
+
+async def neon_database_url(settings: Settings, clock: Clock) -> str | None:
+    """With ``NEON_API_KEY`` (and no ``DATABASE_URL``): the connection string of the project's default branch from
+    the Neon API — its direct endpoint, over TLS; it holds the role's password. None without the key."""
+    if not uses_neon_api(settings):
+        return None
+    return (await database_source(settings, clock).target()).conninfo()
+
+
 def create_migrator(
     settings: Settings,
     *,
@@ -77,5 +90,7 @@ __all__ = [
     "create_migrator",
     "database_source",
     "lint_migrations",
+    "neon_database_url",
+    "uses_neon_api",
     "verify_audit_chain",
 ]

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from sophia.engine.model import Artifact
 from sophia.engine.ports import PlatformError, PreflightError
+from sophia.engine.redact import describe_exception
 from sophia.platforms.local import instances, supervisor
 from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.postgres import PostgresError
@@ -66,8 +67,10 @@ def check_ports(platform: LocalPlatform) -> None:
         raise PortTakenError(f"port already in use: {', '.join(taken)}; free it or change it in sophia.yaml")
 
 
-async def up(platform: LocalPlatform, baseline: Artifact) -> bool:
-    """Start everything; returns False when it was already running. On any failure, stops what it started."""
+async def up(platform: LocalPlatform, baseline: Artifact, services_database: str | None = None) -> bool:
+    """Start everything; returns False when it was already running. On any failure, stops what it started.
+
+    The services use ``services_database`` (a DSN) when given, else the embedded Postgres' database."""
     current = status(platform)
     if current.running:
         return False
@@ -75,20 +78,21 @@ async def up(platform: LocalPlatform, baseline: Artifact) -> bool:
         await down(platform, stop_postgres=False)  # a half-dead platform from an earlier session: start clean
     check_ports(platform)
     try:
-        await _start(platform, baseline)
+        await _start(platform, baseline, services_database)
     except BaseException:
         await down(platform)
         raise
     return True
 
 
-async def _start(platform: LocalPlatform, baseline: Artifact) -> None:
+async def _start(platform: LocalPlatform, baseline: Artifact, services_database: str | None) -> None:
     settings = platform.settings
     try:
         await asyncio.to_thread(platform.postgres.start)
     except PostgresError as exc:
         raise PlatformError(f"embedded Postgres did not start: {exc}") from exc
-    await asyncio.to_thread(_prepare_database, platform)
+    local_secrets.record_database_url(platform.paths.home, services_database)
+    await asyncio.to_thread(_prepare_database, platform, services_database)
     router = _start_router(platform)
     state = PlatformState(
         postgres_port=settings.local.postgres_port,
@@ -118,15 +122,22 @@ async def _start(platform: LocalPlatform, baseline: Artifact) -> None:
     await platform.apply_routes(state)
 
 
-def _prepare_database(platform: LocalPlatform) -> None:
+def _prepare_database(platform: LocalPlatform, services_database: str | None) -> None:
+    """The embedded database (the run store's home, and the services' without one of their own), the sandbox schema
+    in the services' database, and the analytics role's login there."""
     name = platform.settings.neon.database
     with psycopg.connect(platform.postgres.dsn(), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    ensure_sandbox_schema(platform.database_url())
-    # The services' token and the analytics role's password: made once, given to the role and to each process.
-    provision_login(platform.postgres.dsn(), local_secrets.load_or_create(platform.paths.home).analytics_password)
+    try:
+        ensure_sandbox_schema(platform.database_url())
+        # The services' token and the analytics role's password: made once, given to the role and to each process.
+        password = local_secrets.load_or_create(platform.paths.home).analytics_password
+        provision_login(services_database or platform.postgres.dsn(), password)
+    except psycopg.Error as exc:
+        secrets = [services_database, platform.postgres.password()]
+        raise PlatformError(f"the services' database is not usable: {describe_exception(exc, secrets)}") from None
 
 
 def _start_router(platform: LocalPlatform) -> ProcessRef:

@@ -15,6 +15,7 @@ from sophia.engine.clock import Clock
 from sophia.engine.model import CanarySpec, Endpoint, ResourceUsage, ServiceStatus, Track, TrackSample, Workload
 from sophia.engine.ports import FencedError, PlatformError, PreflightError
 from sophia.platforms.local import environment, instances, supervisor
+from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local.instances import LocalPaths, upstream
 from sophia.platforms.local.postgres import EmbeddedPostgres
 from sophia.platforms.local.router_client import RouterClient, RouterError
@@ -49,8 +50,17 @@ class LocalPlatform:
         state.save(self.paths.state_file)
 
     def database_url(self) -> str:
-        """DSN of the database the services use (the embedded stand-in for Neon); contains a password."""
+        """DSN of the database the services use: the one ``local up`` was given (``DATABASE_URL``, or the Neon
+        project's), else the embedded stand-in for Neon; contains a password."""
+        return local_secrets.load_database_url(self.paths.home) or self.embedded_database_url()
+
+    def embedded_database_url(self) -> str:
+        """DSN of the embedded Postgres' database (the services' when ``local up`` was given none); a password."""
         return self.postgres.dsn(self.settings.neon.database)
+
+    def running_database_url(self) -> str | None:
+        """The database the running services use; None while the platform is down."""
+        return self.database_url() if PlatformState.load(self.paths.state_file) is not None else None
 
     async def _routed(self, *calls: Awaitable[Any]) -> None:
         try:

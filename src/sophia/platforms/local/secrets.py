@@ -4,7 +4,8 @@
 send; ``SOPHIA_ANALYTICS_PASSWORD`` is the password of analytics-mcp's read-only role (``ops/sql/002``), which
 ``sophia local up`` gives the role. Both are kept across ``down``/``up``; delete the file to rotate them. The
 file is written atomically and never readable by anyone else; its values go to the service processes through
-their environment, never their command line.
+their environment, never their command line. When ``local up`` was given a database of the services' own
+(``DATABASE_URL``, or the Neon project's), the file keeps its DSN too (``DATABASE_URL``), until the next ``up``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ def load_or_create(home: Path) -> LocalSecrets:
     made = LocalSecrets(api_token=secrets.token_urlsafe(32), analytics_password=secrets.token_urlsafe(24))
     _write(path(home), {"SOPHIA_API_TOKEN": made.api_token, "SOPHIA_ANALYTICS_PASSWORD": made.analytics_password})
     return made
+
+
+def load_database_url(home: Path) -> str | None:
+    """The services' database ``local up`` was given; None when they use the embedded Postgres."""
+    try:
+        return _parse(path(home).read_text()).get("DATABASE_URL") or None
+    except FileNotFoundError:
+        return None
+
+
+def record_database_url(home: Path, url: str | None) -> None:
+    """Keep (or, with None, forget) the services' database for the platform being started."""
+    made = load_or_create(home)
+    values = {"SOPHIA_API_TOKEN": made.api_token, "SOPHIA_ANALYTICS_PASSWORD": made.analytics_password}
+    _write(path(home), {**values, **({"DATABASE_URL": url} if url else {})})
 
 
 def _write(target: Path, values: Mapping[str, str]) -> None:
