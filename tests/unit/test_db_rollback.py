@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sophia.engine import run
 from sophia.engine.record import Outcome, RunRecord
 from sophia.engine.report import render_markdown
 from tests.fakes.engine_world import World, versions, world
+
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
 
 FILES = ("001_audit", "002_widgets", "003_gadgets")
 

@@ -17,6 +17,8 @@ from sophia.platforms.memory import MemoryPlatform
 from sophia.store import MemoryStore
 from tests.fakes.engine_world import World, versions, world
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 
 class WitnessPlatform(MemoryPlatform):
     """Reads the run store at the moment each action starts: the record must already announce it."""

@@ -25,6 +25,8 @@ from sophia.engine.model import Endpoint, ProbeResult, Track
 from sophia.engine.record import Outcome, StageStatus
 from tests.fakes.engine_world import versions, world
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 OK = ProbeResult(True, 200, 1.0)
 DOWN = ProbeResult(False, None, 1.0, "no answer within 1s")
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """The dispatcher's policy (background delivery, bounded attempts, backoff, permanent errors, drain) against
-in-process fake channels that record what they were given; time is virtual except the tiny attempt timeouts."""
+in-process fake channels that record what they were given; all on virtual time (the fake clock, or the loop's)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sophia.engine import dispatch
-from sophia.engine.clock import FakeClock
+from sophia.engine.clock import Clock, FakeClock, SystemClock
 from sophia.engine.dispatch import (
     DeliveryError,
     NotificationDispatcher,
@@ -20,6 +20,8 @@ from sophia.engine.dispatch import (
     scrub,
 )
 from sophia.engine.model import Notification
+
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
 
 NOTE = Notification(
     kind="rolled_back",
@@ -59,11 +61,11 @@ class Anonymous:
         return None
 
 
-def dispatcher(*channels: object, clock: FakeClock | None = None, **policy: float) -> NotificationDispatcher:
+def dispatcher(*channels: object, clock: Clock | None = None, **policy: float) -> NotificationDispatcher:
     settings = {"attempt_timeout_s": 0.05, "max_attempts": 3, "backoff_s": 0.01} | policy
     return NotificationDispatcher(
         list(channels),  # type: ignore[arg-type]
-        clock or FakeClock(),
+        clock or SystemClock(),  # on the loop's time, fast-forwarded (looptime)
         attempt_timeout_s=settings["attempt_timeout_s"],
         max_attempts=int(settings["max_attempts"]),
         backoff_s=settings["backoff_s"],
@@ -87,7 +89,7 @@ async def test_transient_errors_are_retried_with_exponential_backoff_on_the_cloc
     channel = ScriptedChannel("fake", DeliveryError("fake: 500"), DeliveryError("fake: 503"))
     d = dispatcher(channel, clock=clock, max_attempts=4, backoff_s=0.5)
     d.publish(NOTE)
-    [record] = await d.drain(timeout_s=1)
+    [record] = await d.drain(timeout_s=5)  # the drain's deadline is on the same clock as the backoff
     assert record.delivered
     assert record.attempts == 3
     assert record.last_error == "fake: 503"
@@ -193,7 +195,7 @@ def test_scrub_and_describe() -> None:
 
 
 async def test_record_serialises_for_the_report() -> None:
-    d = dispatcher(ScriptedChannel("fake"))
+    d = dispatcher(ScriptedChannel("fake"), clock=FakeClock())
     d.publish(NOTE)
     [record] = await d.drain(timeout_s=1)
     data = record.to_dict()

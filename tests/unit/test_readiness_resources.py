@@ -18,6 +18,8 @@ from sophia.platforms.local.state import ProcessRef
 from sophia.platforms.local.supervisor import usage
 from tests.fakes.engine_world import versions, world
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 S, C = Track.STABLE, Track.CANARY
 
 

@@ -10,6 +10,8 @@ from sophia.config import STAGE_NAMES
 from sophia.engine.record import Outcome, Phase, RollbackRecord, RunRecord, StageStatus
 from sophia.engine.recovery import RecoveryAction, plan_recovery
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 P, R, D, S = StageStatus.PASSED, StageStatus.RUNNING, StageStatus.PENDING, StageStatus.SKIPPED
 

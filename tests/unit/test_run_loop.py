@@ -12,6 +12,8 @@ from sophia.engine.events import EventKind
 from sophia.engine.record import Outcome, Phase, StageStatus
 from tests.fakes.engine_world import versions, world
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 
 async def test_a_healthy_release_passes_every_stage_in_order_and_is_promoted(repo_root: Path, tmp_path: Path) -> None:
     w = await world(repo_root, tmp_path)

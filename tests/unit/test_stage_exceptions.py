@@ -13,6 +13,8 @@ from sophia.engine import run
 from sophia.engine.record import Outcome, StageStatus
 from tests.fakes.engine_world import World, versions, world
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 SECRET_URL = "postgresql://neondb_owner:hunter2-secret@ep-x.aws.neon.tech/neondb"
 
 # (stage, the port its own code calls, the method, the exception it raises there)

@@ -11,6 +11,8 @@ from sophia.engine import run
 from sophia.engine.record import Outcome, StageStatus
 from tests.fakes.engine_world import World, versions, world
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 # What each stage's work leaves behind, seen from the fakes, once it has run.
 WORK_DONE = {
     "lint-test": lambda w: len(w.commands.ran) > 0,

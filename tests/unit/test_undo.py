@@ -23,6 +23,8 @@ from sophia.store import MemoryStore
 from tests.fakes.engine_world import versions, world
 from tests.fakes.simulation import ScriptedMigrator
 
+pytestmark = pytest.mark.looptime  # the engine on the event loop's virtual time: no real sleeps
+
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 

@@ -9,8 +9,6 @@ later stage, or a rehearsed ``stage:migrate-neon=fail``, reaches this.
 
 from __future__ import annotations
 
-import asyncio
-
 from sophia.engine.context import RunContext
 from sophia.engine.decide import DbUndo, db_undo_method
 from sophia.engine.events import EventKind
@@ -48,7 +46,7 @@ async def undo_database(ctx: RunContext, earlier: DatabaseUndo | None = None) ->
     await _announce(ctx, f"database: undoing {', '.join(applied)} ({method.value.replace('_', ' ')})")
     notes = [f"no down file for {', '.join(without_down)}"] if without_down else []
     try:
-        async with asyncio.timeout(DATABASE_UNDO_TIMEOUT_S):
+        async with ctx.clock.timeout(DATABASE_UNDO_TIMEOUT_S):
             if method is DbUndo.DOWN_FILES:
                 try:
                     reverted = await migrator.revert(applied)

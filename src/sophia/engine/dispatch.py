@@ -13,6 +13,7 @@ important one on another channel (or on the same channel).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -189,17 +190,23 @@ class NotificationDispatcher:
         Records come in publish order; cancelled deliveries have outcome ``unfinished``.
         """
         tasks = set(self._running)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout_s))
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=_CANCEL_GRACE_S)
+        await self._wait(tasks, timeout_s)
+        pending = {task for task in tasks if not task.done()}
+        for task in pending:
+            task.cancel()
+        await self._wait(pending, _CANCEL_GRACE_S)
         for task in tasks & self._running.keys():  # ignored cancellation: reported unfinished now, never again
             task.remove_done_callback(self._settled)
             self._finished.append(self._cut_off(self._running.pop(task)))
         finished, self._finished = self._finished, []
         return [d.record for d in sorted(finished, key=lambda d: d.seq) if d.record is not None]
+
+    async def _wait(self, tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+        """Until every task is done, or ``timeout_s`` on the clock."""
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with self._clock.timeout(timeout_s):
+                    await asyncio.wait(tasks)
 
     @property
     def outstanding(self) -> int:
@@ -220,7 +227,7 @@ class NotificationDispatcher:
                 await self._clock.sleep(min(MAX_BACKOFF_S, self._backoff_s * 2 ** (attempt - 2)))
             delivery.attempts = attempt
             try:
-                async with asyncio.timeout(self._attempt_timeout_s):
+                async with self._clock.timeout(self._attempt_timeout_s):
                     await notifier.send(delivery.notification)
             except PermanentDeliveryError as exc:
                 delivery.last_error = describe(exc, self._attempt_timeout_s)

@@ -128,7 +128,7 @@ class HealthMonitor:
         while True:
             at = self._clock.now()
             try:
-                async with asyncio.timeout(timeout + BACKSTOP_S):
+                async with self._clock.timeout(timeout + BACKSTOP_S):
                     result = await self._probe.probe(url, timeout, headers=headers)
             except TimeoutError:
                 result = ProbeResult(False, None, timeout * 1000, f"no answer within {timeout:g}s")

@@ -131,7 +131,7 @@ async def run_stage(ctx: RunContext, stage: Stage) -> StageResult:
 
 async def _bounded(ctx: RunContext, stage: Stage, allowed_s: float) -> StageResult:
     try:
-        async with asyncio.timeout(allowed_s):
+        async with ctx.clock.timeout(allowed_s):
             return await stage.run(ctx)
     except TimeoutError:
         return failed(f"exceeded its budget of {allowed_s:g}s", detected_at=ctx.clock.now())
@@ -165,7 +165,7 @@ async def roll_back(
     ctx.record.weights = dict.fromkeys(ctx.services, 0)
     announced = None
     try:
-        async with asyncio.timeout(ROLLBACK_RECORD_TIMEOUT_S):
+        async with clock.timeout(ROLLBACK_RECORD_TIMEOUT_S):
             announced = await ctx.commit(EventKind.ROLLBACK_STARTED, reason)
     except LeaseLostError:
         raise
@@ -263,7 +263,7 @@ async def write(ctx: RunContext, charts: ChartMaker | None = None) -> Path:
     drawn: Charts | None = None
     if charts is not None:
         try:
-            async with asyncio.timeout(REPORT_EVENTS_TIMEOUT_S):
+            async with ctx.clock.timeout(REPORT_EVENTS_TIMEOUT_S):
                 events = await ctx.ports.store.events(ctx.record.run_id)
             drawn = charts(ctx.record, events)
         except (StoreError, TimeoutError) as exc:
