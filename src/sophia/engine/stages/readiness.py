@@ -6,16 +6,22 @@ source (Prometheus, or the routers' tally) and the configured monitoring stack (
 Each service is probed through its router on ``/health`` and ``/ready`` (which checks the database) with the health
 policy's tolerance: it fails after ``failure_threshold`` consecutive failed attempts, ``interval_s`` apart, as the
 health monitor would judge it. The load generator is off by now: this is the final look, not an analysis.
+
+Each service's database pools are read from its ``/metrics`` (exhausted, or too many requests waiting, fails), and
+its stable track's p95 latency and error rate are recorded and compared with the previous promoted release's
+(``readiness_looks``): those recorded figures are the next release's baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from sophia.engine.context import RunContext
 from sophia.engine.decide import Verdict, health_verdict, next_streak, resource_problems
-from sophia.engine.model import ServiceStatus
+from sophia.engine.model import ResourceReport, ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
+from sophia.engine.stages import readiness_looks as looks_at
 from sophia.engine.stages.base import StageResult, failed, injected_failure, passed
 
 
@@ -27,14 +33,21 @@ class ReadinessCheck:
         services = await ctx.ports.platform.inspect()
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
         problems += await ctx.ports.platform.validate()
-        problems += await self._metrics_problems(ctx, services)
-        usage = await ctx.ports.platform.resources()
+        samples, unmeasured = await self._sample(ctx, services)
+        problems += unmeasured
+        measured = await ctx.ports.platform.resources()
         policy = ctx.policy.readiness
-        problems += resource_problems(usage, policy.max_memory_mib, policy.max_cpu_percent, policy.service_limits)
+        problems += resource_problems(measured.usage, policy.max_memory_mib, policy.max_cpu_percent,
+                                      policy.service_limits)  # fmt: skip
+        looks = [await looks_at.pools(ctx, services), await looks_at.performance(ctx, services, samples)]
         monitoring = [p for p in await asyncio.gather(*(self._reach(ctx, url) for url in policy.monitoring)) if p]
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
         reached: dict[str, str] = {**dict.fromkeys(policy.monitoring, "ok"), **dict(monitoring)}
-        findings = {"resources": [u.as_dict() for u in usage], "monitoring": reached}
+        findings = {"resources": [u.as_dict() for u in measured.usage], "monitoring": reached,
+                    **({"resources_unmeasured": self._unmeasured(measured)} if not measured.usage else {})}  # fmt: skip
+        for look in looks:
+            findings |= look.data
+            problems += look.problems
         problems += [f"monitoring {url}: {why}" for url, why in monitoring]
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now(), **findings)
@@ -42,9 +55,23 @@ class ReadinessCheck:
         if rehearsed is not None:
             return rehearsed
         await ctx.ports.platform.retire_previous()
-        measured = f", {len(usage)} workloads within limits" if usage else ", resources not measured by the platform"
-        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable"
-                      f"{measured}", **findings)  # fmt: skip
+        usage = f"{len(measured.usage)} workloads within limits" if measured.usage else self._unmeasured(measured)
+        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable, "
+                      f"{usage}", **findings)  # fmt: skip
+
+    @staticmethod
+    def _unmeasured(measured: ResourceReport) -> str:
+        return f"resources not measured: {measured.unmeasured or 'the platform does not measure them'}"
+
+    @staticmethod
+    async def _sample(
+        ctx: RunContext, services: list[ServiceStatus]
+    ) -> tuple[Mapping[tuple[str, Track], TrackSample] | None, list[str]]:
+        """The metrics source's counters; the monitoring the next canary will be judged by must answer."""
+        try:
+            return await ctx.ports.metrics.sample(services), []
+        except PlatformError as exc:
+            return None, [f"metrics: {exc}"]
 
     @staticmethod
     async def _reach(ctx: RunContext, url: str) -> tuple[str, str] | None:
@@ -59,15 +86,6 @@ class ReadinessCheck:
                 return None
             why = result.error or f"HTTP {result.status_code}"
         return url, why
-
-    @staticmethod
-    async def _metrics_problems(ctx: RunContext, services: list[ServiceStatus]) -> list[str]:
-        """The monitoring the next canary will be judged by must answer."""
-        try:
-            await ctx.ports.metrics.sample(services)
-        except PlatformError as exc:
-            return [f"metrics: {exc}"]
-        return []
 
     @staticmethod
     def _placement_problems(status: ServiceStatus, version: str) -> list[str]:

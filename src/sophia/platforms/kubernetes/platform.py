@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from sophia.config import ServiceSpec, Settings
 from sophia.engine.clock import Clock
-from sophia.engine.model import ArtifactKind, CanarySpec, ResourceUsage, ServiceStatus, Track
+from sophia.engine.model import ArtifactKind, CanarySpec, ResourceReport, ServiceStatus, Track
 from sophia.engine.ports import PlatformError, PreflightError
 from sophia.platforms.kubernetes import credentials, objects
 from sophia.platforms.kubernetes.api import KubeApi, KubeApiError
@@ -134,9 +134,9 @@ class KubernetesPlatform:
     async def validate(self) -> list[str]:
         return problems(self.config, self._specs, await self.view(resources=True))
 
-    async def resources(self) -> list[ResourceUsage]:
+    async def resources(self) -> ResourceReport:
         """Not measured yet: the cluster's metrics API (metrics.k8s.io) is not read (readiness says so)."""
-        return []
+        return ResourceReport(unmeasured="metrics.k8s.io is not read")
 
     # -- canary -----------------------------------------------------------------------------------------------
 
