@@ -209,7 +209,7 @@ class ReadinessPolicy(_Model):
     # ``max_error_rate_increase`` (a fraction: 0.01 is one percentage point), fails readiness. A service with fewer
     # than ``min_requests`` requests on either side is not judged.
     max_p95_ratio: Annotated[float, Field(ge=1)] = 1.5
-    p95_floor_ms: Annotated[float, Field(ge=0)] = 20.0
+    p95_floor_ms: Annotated[float, Field(ge=0)] = 50.0
     max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = 0.01
     min_requests: Annotated[int, Field(ge=1)] = 20
 
