@@ -174,3 +174,19 @@ async def test_a_release_worse_than_its_baseline_fails_readiness_and_rolls_back(
     assert "Performance of each stable track against v1.1.0 (run `r-test`):" in report
     assert "| comms-mcp |" in report
     assert len(await store.releases()) == 1  # the breach made no release
+
+
+async def test_a_release_as_good_as_its_baseline_passes_and_says_so(repo_root: Path, tmp_path: Path) -> None:
+    first = await world(repo_root, tmp_path)
+    assert await run.execute(first.ctx) is Outcome.PROMOTED
+    assert "database pools not exhausted, no baseline: first release" in first.record.stage("readiness-check").detail
+    record = RunRecord("r-second", "v1.2.0", "memory", "test", first.ctx.clock.now())
+    await first.store.create(record)
+    second = await world(repo_root, tmp_path, platform=first.platform, store=first.store, record=record)
+    assert await run.execute(second.ctx) is Outcome.PROMOTED
+    stage = second.record.stage("readiness-check")
+    assert stage.detail.endswith("performance within v1.1.0's baseline")
+    assert stage.data["performance_notes"] == []
+    newest, oldest = await first.store.releases()
+    assert (newest.version, oldest.version) == ("v1.2.0", "v1.1.0")
+    assert newest.performance.keys() == oldest.performance.keys() == set(first.ctx.services)

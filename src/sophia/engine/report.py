@@ -165,7 +165,8 @@ def _performance(data: Mapping[str, Any]) -> list[str]:
         return lines
     before = baseline.get("performance") or {}
     against = f"against {baseline['version']} (run `{baseline['run_id']}`)" if baseline else "(the next baseline)"
-    lines += ["", f"Performance of each stable track {against}:", "",
+    lines += [""] if lines else []
+    lines += [f"Performance of each stable track {against}:", "",
               "| service | requests | error rate | p95 | baseline error rate | baseline p95 |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for service, now in current.items():

@@ -18,8 +18,8 @@ import asyncio
 from collections.abc import Mapping
 
 from sophia.engine.context import RunContext
-from sophia.engine.decide import Verdict, health_verdict, next_streak, resource_problems
-from sophia.engine.model import ResourceReport, ServiceStatus, Track, TrackSample
+from sophia.engine.decide import Verdict, health_verdict, next_streak
+from sophia.engine.model import ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
 from sophia.engine.stages import readiness_looks as looks_at
 from sophia.engine.stages.base import StageResult, failed, injected_failure, passed
@@ -33,35 +33,21 @@ class ReadinessCheck:
         services = await ctx.ports.platform.inspect()
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
         problems += await ctx.ports.platform.validate()
-        samples, unmeasured = await self._sample(ctx, services)
-        problems += unmeasured
-        measured = await ctx.ports.platform.resources()
-        policy = ctx.policy.readiness
-        problems += resource_problems(measured.usage, policy.max_memory_mib, policy.max_cpu_percent,
-                                      policy.service_limits)  # fmt: skip
-        looks = [await looks_at.pools(ctx, services), await looks_at.performance(ctx, services, samples)]
-        monitoring = [p for p in await asyncio.gather(*(self._reach(ctx, url) for url in policy.monitoring)) if p]
+        samples, unanswered = await self._sample(ctx, services)
+        looks = [await looks_at.resources(ctx), await looks_at.pools(ctx, services),
+                 await looks_at.performance(ctx, services, samples), await looks_at.monitoring(ctx)]  # fmt: skip
+        problems += unanswered + [p for look in looks for p in look.problems]
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
-        reached: dict[str, str] = {**dict.fromkeys(policy.monitoring, "ok"), **dict(monitoring)}
-        findings = {"resources": [u.as_dict() for u in measured.usage], "monitoring": reached,
-                    **({"resources_unmeasured": self._unmeasured(measured)} if not measured.usage else {})}  # fmt: skip
-        for look in looks:
-            findings |= look.data
-            problems += look.problems
-        problems += [f"monitoring {url}: {why}" for url, why in monitoring]
+        findings = {key: value for look in looks for key, value in look.data.items()}
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now(), **findings)
         rehearsed = injected_failure(ctx, self.name)  # before the previous stable is let go, so it can come back
         if rehearsed is not None:
             return rehearsed
         await ctx.ports.platform.retire_previous()
-        usage = f"{len(measured.usage)} workloads within limits" if measured.usage else self._unmeasured(measured)
-        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable, "
-                      f"{usage}", **findings)  # fmt: skip
-
-    @staticmethod
-    def _unmeasured(measured: ResourceReport) -> str:
-        return f"resources not measured: {measured.unmeasured or 'the platform does not measure them'}"
+        summary = "".join(f", {look.summary}" for look in looks if look.summary)
+        return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable"
+                      f"{summary}", **findings)  # fmt: skip
 
     @staticmethod
     async def _sample(
@@ -72,20 +58,6 @@ class ReadinessCheck:
             return await ctx.ports.metrics.sample(services), []
         except PlatformError as exc:
             return None, [f"metrics: {exc}"]
-
-    @staticmethod
-    async def _reach(ctx: RunContext, url: str) -> tuple[str, str] | None:
-        """One monitoring health URL, tried ``failure_threshold`` times: None when it answers 2xx."""
-        health = ctx.policy.health
-        why = ""
-        for attempt in range(health.failure_threshold):
-            if attempt:
-                await ctx.clock.sleep(health.interval_s)
-            result = await ctx.ports.health.probe(url, health.timeout_s)
-            if result.ok:
-                return None
-            why = result.error or f"HTTP {result.status_code}"
-        return url, why
 
     @staticmethod
     def _placement_problems(status: ServiceStatus, version: str) -> list[str]:

@@ -1,19 +1,27 @@
-"""Two of readiness-check's looks beyond health: each service's database pools (from its own ``/metrics``), and
-each service's performance against the previous release's (the release history's baseline).
+"""readiness-check's looks beyond placement and health: the workloads' CPU and memory, each service's database
+pools (from its own ``/metrics``), each service's performance against the previous release's (the release
+history's baseline), and the monitoring stack.
 
-Each look returns what it found (kept in the stage's data, so the report shows it and, for performance, the next
-release finds its baseline there) and the problems that fail readiness.
+Each look returns what it found (kept in the stage's data, so the report and the dashboard show it and, for
+performance, the next release finds its baseline there), the problems that fail readiness, and a summary for the
+stage's detail when it passes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sophia.engine.context import RunContext
-from sophia.engine.decide import BaselineLimits, performance_of, performance_problems, pool_problems
+from sophia.engine.decide import (
+    BaselineLimits,
+    performance_of,
+    performance_problems,
+    pool_problems,
+    resource_problems,
+)
 from sophia.engine.model import Performance, PoolStatus, ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
 from sophia.engine.store import Release, StoreError
@@ -25,6 +33,50 @@ class Look:
 
     data: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
+async def attempts(ctx: RunContext) -> AsyncIterator[int]:
+    """The health policy's tolerance: up to ``failure_threshold`` attempts, ``interval_s`` apart (the injected
+    clock's sleep); the caller stops at the first that succeeds."""
+    health = ctx.policy.health
+    for attempt in range(health.failure_threshold):
+        if attempt:
+            await ctx.clock.sleep(health.interval_s)
+        yield attempt
+
+
+async def resources(ctx: RunContext) -> Look:
+    """Every workload against its memory and CPU limits, as the platform measures them."""
+    measured, policy = await ctx.ports.platform.resources(), ctx.policy.readiness
+    look = Look({"resources": [u.as_dict() for u in measured.usage]})
+    look.problems = resource_problems(measured.usage, policy.max_memory_mib, policy.max_cpu_percent,
+                                      policy.service_limits)  # fmt: skip
+    if measured.usage:
+        look.summary = f"{len(measured.usage)} workloads within limits"
+    else:
+        look.summary = f"resources not measured: {measured.unmeasured or 'the platform does not measure them'}"
+        look.data["resources_unmeasured"] = look.summary
+    return look
+
+
+async def monitoring(ctx: RunContext) -> Look:
+    """Each ``readiness.monitoring`` URL must answer 2xx within the health policy's attempts."""
+    urls = ctx.policy.readiness.monitoring
+    reached = dict(zip(urls, await asyncio.gather(*(_reach(ctx, url) for url in urls)), strict=True))
+    problems = [f"monitoring {url}: {why}" for url, why in reached.items() if why != "ok"]
+    return Look({"monitoring": reached}, problems, f"{len(urls)} monitoring URLs answering" if urls else "")
+
+
+async def _reach(ctx: RunContext, url: str) -> str:
+    """ "ok" when the URL answers 2xx, else why not (the last attempt's answer)."""
+    why = ""
+    async for _ in attempts(ctx):
+        result = await ctx.ports.health.probe(url, ctx.policy.health.timeout_s)
+        if result.ok:
+            return "ok"
+        why = result.error or f"HTTP {result.status_code}"
+    return why
 
 
 async def pools(ctx: RunContext, services: Sequence[ServiceStatus]) -> Look:
@@ -33,7 +85,7 @@ async def pools(ctx: RunContext, services: Sequence[ServiceStatus]) -> Look:
     if not policy.check_pools:
         return Look({"pools": "not checked (readiness.check_pools is off)"})
     read = await asyncio.gather(*(_read_pools(ctx, s) for s in services))
-    look = Look({"pools": {}})
+    look = Look({"pools": {}}, summary="database pools not exhausted")
     for status, (found, error) in zip(services, read, strict=True):
         if error is not None:
             look.data["pools"][status.name] = error
@@ -45,14 +97,11 @@ async def pools(ctx: RunContext, services: Sequence[ServiceStatus]) -> Look:
 
 
 async def _read_pools(ctx: RunContext, status: ServiceStatus) -> tuple[list[PoolStatus], str | None]:
-    """The service's pools, tried ``failure_threshold`` times ``interval_s`` apart, as the probes are."""
-    health = ctx.policy.health
+    """The service's pools, or why they could not be read (the last attempt's error)."""
     why = ""
-    for attempt in range(health.failure_threshold):
-        if attempt:
-            await ctx.clock.sleep(health.interval_s)
+    async for _ in attempts(ctx):
         try:
-            return await ctx.ports.pools.pools(status.entry, health.timeout_s), None
+            return await ctx.ports.pools.pools(status.entry, ctx.policy.health.timeout_s), None
         except PlatformError as exc:
             why = str(exc)
     return [], why
@@ -78,10 +127,11 @@ async def performance(
     baseline = previous.performance if previous is not None else None
     breaches, notes = performance_problems(current, baseline, limits)
     data: dict[str, Any] = {"performance": _rows(current), "performance_notes": notes}
-    if previous is not None:
-        data["baseline"] = {"run_id": previous.run_id, "version": previous.version,
-                            "performance": _rows(previous.performance)}  # fmt: skip
-    return Look(data, breaches)
+    if previous is None:
+        return Look(data, breaches, "no baseline: first release")
+    data["baseline"] = {"run_id": previous.run_id, "version": previous.version,
+                        "performance": _rows(previous.performance)}  # fmt: skip
+    return Look(data, breaches, f"performance within {previous.version}'s baseline")
 
 
 async def _previous_release(ctx: RunContext) -> Release | None:
