@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sophia.engine.model import ResourceUsage, Track
+from sophia.config import load_config
+from sophia.engine.clock import SystemClock
+from sophia.engine.model import ResourceReport, ResourceUsage, Track
+from sophia.platforms.kubernetes.api import KubeApi, NotFoundError
+from sophia.platforms.kubernetes.platform import KubernetesPlatform
 from sophia.platforms.kubernetes.usage import cpu_percent, mebibytes, pod_usage, quantity
 
 S, C = Track.STABLE, Track.CANARY
@@ -78,3 +84,38 @@ def test_pod_metrics_become_each_workloads_usage(
     pods: dict[Track, list[dict[str, Any]]], measured: dict[Track, list[dict[str, Any]]], expected: list[ResourceUsage]
 ) -> None:
     assert pod_usage(pods, measured) == expected
+
+
+class ListingApi(KubeApi):
+    """The API as far as ``resources()`` reads it: canned lists per (kind, namespace); PodMetrics may be unserved."""
+
+    def __init__(self, objects: dict[tuple[str, str], list[dict[str, Any]]], *, metrics_served: bool = True) -> None:
+        self.objects, self.metrics_served, self.asked = objects, metrics_served, []  # no client: nothing to reach
+
+    async def list(self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None) -> list[Any]:
+        self.asked.append((kind, namespace))
+        if kind == "PodMetrics" and not self.metrics_served:
+            raise NotFoundError(f"list {kind} {namespace}: HTTP 404", 404)
+        return self.objects.get((kind, namespace or ""), [])
+
+
+def kubernetes(repo_root: Path, api: KubeApi) -> KubernetesPlatform:
+    settings = load_config(repo_root / "sophia.yaml", env={}, overrides={"platform": "kubernetes"})
+    return KubernetesPlatform(settings, SystemClock(), api=api)
+
+
+async def test_resources_read_pod_metrics_in_both_namespaces(repo_root: Path) -> None:
+    api = ListingApi({
+        ("Pod", "sophia"): [pod("crm-1", "crm-mcp")], ("Pod", "sophia-canary"): [pod("crm-9", "crm-mcp")],
+        ("PodMetrics", "sophia"): [metrics("crm-1", ("crm-mcp", "250m", "64Mi"))],
+        ("PodMetrics", "sophia-canary"): [metrics("crm-9", ("crm-mcp", "5m", "32Mi"))],
+    })  # fmt: skip
+    report = await kubernetes(repo_root, api).resources()
+    assert report == ResourceReport((ResourceUsage("crm-mcp", C, 32.0, 0.5), ResourceUsage("crm-mcp", S, 64.0, 25.0)))
+    assert sorted(api.asked) == [("Pod", "sophia"), ("Pod", "sophia-canary"), ("PodMetrics", "sophia"),
+                                 ("PodMetrics", "sophia-canary")]  # fmt: skip
+
+
+async def test_without_metrics_k8s_io_nothing_is_measured_and_readiness_is_told_why(repo_root: Path) -> None:
+    report = await kubernetes(repo_root, ListingApi({}, metrics_served=False)).resources()
+    assert report == ResourceReport(unmeasured="metrics.k8s.io not served")
