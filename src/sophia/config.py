@@ -189,7 +189,8 @@ class RolloutPolicy(_Model):
 
 
 class ReadinessPolicy(_Model):
-    """What readiness-check holds each service to beyond its health: resource limits and the monitoring stack."""
+    """What readiness-check holds each service to beyond its health: resource limits, database pools, performance
+    against the previous release, and the monitoring stack."""
 
     max_memory_mib: Annotated[float, Field(gt=0)] | None = None  # resident memory per workload; None: not checked
     max_cpu_percent: Annotated[float, Field(gt=0)] | None = None  # of one core, averaged since the workload started
@@ -199,6 +200,18 @@ class ReadinessPolicy(_Model):
     )
     # Health URLs of the monitoring stack that must answer 2xx, e.g. Prometheus' /-/ready, Grafana's /api/health.
     monitoring: list[str] = Field(default_factory=list)
+    # Database pools (each service's ``sophia_db_pool_*`` gauges): exhausted (every connection lent out with
+    # requests waiting) or more requests waiting than this fails readiness. ``check_pools: false`` skips the look.
+    check_pools: bool = True
+    max_pool_waiting: Annotated[int, Field(ge=0)] = 2
+    # Performance against the previous release's baseline (p95 latency and error rate of each service's stable):
+    # p95 over ``max_p95_ratio`` x the baseline's + ``p95_floor_ms``, or an error rate over the baseline's +
+    # ``max_error_rate_increase`` (a fraction: 0.01 is one percentage point), fails readiness. A service with fewer
+    # than ``min_requests`` requests on either side is not judged.
+    max_p95_ratio: Annotated[float, Field(ge=1)] = 1.5
+    p95_floor_ms: Annotated[float, Field(ge=0)] = 50.0
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = 0.01
+    min_requests: Annotated[int, Field(ge=1)] = 20
 
 
 class SessionPolicy(_Model):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sophia.build.commands import SubprocessRunner
 from sophia.build.wheel import WheelBuilder
 from sophia.checks.metrics import ExpositionMetrics
+from sophia.checks.pools import HttpPoolReader
 from sophia.checks.probe import HttpProbe
 from sophia.checks.prometheus import PrometheusMetrics
 from sophia.checks.synthetics import SyntheticSuite
@@ -375,6 +376,7 @@ class Runtime:
             commands=SubprocessRunner(settings.source_dir),
             health=HttpProbe(),
             metrics=metrics_source(settings, self.parts),
+            pools=HttpPoolReader(),
             traffic=LoadGenerator(
                 traffic.rps_per_service,
                 traffic.timeout_s,

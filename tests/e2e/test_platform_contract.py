@@ -176,7 +176,7 @@ async def test_resources_name_only_live_workloads_and_local_processes_are_measur
     platform = subject.platform
     await platform.deploy_canary(spec(subject))
     names = {s.name for s in await platform.inspect()}
-    usage = await platform.resources()
+    usage = (await platform.resources()).usage
     assert all(u.service in names and u.memory_mib > 0 for u in usage), usage
     if platform.name == "local":  # every process, both tracks, with its memory and CPU
         assert {(u.service, u.track) for u in usage} == {(n, t) for n in names for t in Track}

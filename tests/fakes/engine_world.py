@@ -24,6 +24,7 @@ from tests.fakes.simulation import (
     ScriptedMigrator,
     ScriptedSynthetics,
     SimulatedMetrics,
+    SimulatedPools,
     SimulatedProbe,
 )
 
@@ -46,6 +47,8 @@ class World:
     ctx: RunContext
     platform: MemoryPlatform
     probe: SimulatedProbe
+    pools: SimulatedPools
+    metrics: SimulatedMetrics
     builder: FakeBuilder
     commands: RecordingCommands
     migrator: ScriptedMigrator
@@ -80,7 +83,7 @@ async def world(
     clock = SystemClock()
     platform = platform or MemoryPlatform(dict.fromkeys(config.service_names, "v1.0.0"), fail_on=fail_on)
     store = store or MemoryStore(clock)
-    probe = SimulatedProbe(platform)
+    probe, pools, metrics = SimulatedProbe(platform), SimulatedPools(), SimulatedMetrics(platform)
     parsed = tuple(Fault.parse(f, config.service_names) for f in faults)
     if record is None:
         record = RunRecord("r-test", "v1.1.0", "memory", "test", clock.now(), faults=list(faults), skip=list(skip))
@@ -93,7 +96,8 @@ async def world(
         builder=builder,
         commands=commands,
         health=probe,
-        metrics=SimulatedMetrics(platform),
+        metrics=metrics,
+        pools=pools,
         traffic=NoTraffic(),
         migrator=migrator,
         synthetics=synthetics,
@@ -103,7 +107,9 @@ async def world(
         clock=clock,
     )
     ctx = RunContext(config, record, ports, EventBus(events.append), parsed)
-    return World(ctx, platform, probe, builder, commands, migrator, synthetics, store, audit, notifier, events)
+    return World(
+        ctx, platform, probe, pools, metrics, builder, commands, migrator, synthetics, store, audit, notifier, events
+    )
 
 
 def versions(platform: MemoryPlatform) -> set[tuple[str, str | None, int]]:

@@ -17,8 +17,10 @@ from sophia.engine.model import (
     Artifact,
     ArtifactKind,
     CommandResult,
+    Endpoint,
     MigrationOutcome,
     Notification,
+    PoolStatus,
     ProbeResult,
     ServiceStatus,
     SyntheticResult,
@@ -27,7 +29,7 @@ from sophia.engine.model import (
     TrafficTally,
     TrafficTarget,
 )
-from sophia.engine.ports import MigrationError
+from sophia.engine.ports import MigrationError, PlatformError
 from sophia.platforms.memory import MemoryPlatform
 
 BUCKETS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, float("inf"))
@@ -52,6 +54,22 @@ class SimulatedProbe:
         if (name, track) in self._platform.crashed:
             return ProbeResult(False, None, 0.0, "unreachable (ConnectError)")
         return ProbeResult(True, 200, 1.0)
+
+
+@dataclass
+class SimulatedPools:
+    """Each service reports one idle ``main`` pool unless a test sets its pools, or makes its /metrics fail."""
+
+    reported: dict[str, list[PoolStatus]] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)  # services whose /metrics cannot be read
+    reads: list[Endpoint] = field(default_factory=list)
+
+    async def pools(self, entry: Endpoint, timeout_s: float) -> list[PoolStatus]:
+        self.reads.append(entry)
+        name = entry.url.removeprefix("memory://")
+        if name in self.failing:
+            raise PlatformError(f"cannot read {entry.at('/metrics')}: HTTP 503")
+        return self.reported.get(name, [PoolStatus("main", 2, 0, 0)])
 
 
 @dataclass

@@ -15,6 +15,7 @@ import pytest
 from sophia.dashboard.app import create_app
 from sophia.engine import run
 from sophia.engine.events import Event, EventKind
+from sophia.engine.model import PoolStatus, Track
 from sophia.engine.record import Outcome, Phase, RunRecord, StageStatus
 from sophia.engine.store import RequestAction
 from sophia.store import MemoryStore
@@ -202,6 +203,23 @@ async def test_a_faulted_run_shows_the_canary_climb_the_decision_and_the_rollbac
     assert [e["kind"] for e in view["log"]][-1] == "run_finished"
     assert 'id="rollback"' in page
     assert "/actions/" not in page
+
+
+async def test_a_readiness_breach_shows_its_findings(repo_root: Path, tmp_path: Path) -> None:
+    w = await world(repo_root, tmp_path, readiness={"max_memory_mib": 512})
+    w.platform.memory_mib = {("comms-mcp", Track.STABLE): 600.0}
+    w.pools.reported["crm-mcp"] = [PoolStatus("main", 4, 4, 7)]
+    assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
+    async with serving(create_app(w.store)) as url, httpx.AsyncClient(base_url=url) as client:
+        view = (await client.get("/api/runs/r-test")).json()
+        page = (await client.get("/runs/r-test")).text
+    readiness = view["readiness"]
+    assert readiness["pools"]["crm-mcp"] == [{"pool": "main", "size": 4, "in_use": 4, "waiting": 7}]
+    assert readiness["performance_notes"] == ["no baseline: first release"]
+    assert 'id="panel-readiness"' in page
+    assert "<td>crm-mcp</td><td>main</td>" in page
+    assert "<td>comms-mcp</td><td>stable</td><td>600.0 MiB</td>" in page
+    assert "<li>no baseline: first release</li>" in page
 
 
 async def test_the_rollback_button_stops_a_live_run_through_its_session(repo_root: Path, tmp_path: Path) -> None:

@@ -20,7 +20,14 @@ from sophia.rehearsal.kubelet import Behaviour
 from sophia.store import MemoryStore
 from tests.fakes.cluster import BASELINE, Cluster, image_artifact, kube_world
 from tests.fakes.engine_world import TINY_PROFILE
-from tests.fakes.simulation import NoTraffic, RecordingAudit, RecordingCommands, ScriptedMigrator, ScriptedSynthetics
+from tests.fakes.simulation import (
+    NoTraffic,
+    RecordingAudit,
+    RecordingCommands,
+    ScriptedMigrator,
+    ScriptedSynthetics,
+    SimulatedPools,
+)
 
 VERSION = "v2.0.0"
 
@@ -62,7 +69,8 @@ async def test_a_stalled_canary_fails_canary_deploy_at_its_progress_deadline_and
         events: list[Event] = []
         ports = Ports(
             platform=platform, builder=ImageBuilder(settings), commands=RecordingCommands(), health=Unreachable(),
-            metrics=NoMetrics(), traffic=NoTraffic(), migrator=ScriptedMigrator(), synthetics=ScriptedSynthetics(),
+            metrics=NoMetrics(), pools=SimulatedPools(), traffic=NoTraffic(), migrator=ScriptedMigrator(),
+            synthetics=ScriptedSynthetics(),
             notifications=NotificationDispatcher([], clock, attempt_timeout_s=0.1, max_attempts=1, backoff_s=0.01),
             store=store, audit=RecordingAudit(), clock=clock,
         )  # fmt: skip

@@ -28,7 +28,7 @@ from sophia.engine.events import Event
 from sophia.engine.store import RequestAction, Store, UnknownRunError
 
 STATIC = Path(__file__).parent / "static"
-PANELS = ("stages", "services", "evidence", "health", "decisions", "rollback", "notifications", "log")
+PANELS = ("stages", "services", "readiness", "evidence", "health", "decisions", "rollback", "notifications", "log")
 ACTIONS = {"promote": RequestAction.PROMOTE, "abort": RequestAction.ABORT, "rollback": RequestAction.ROLLBACK}
 MAX_FORM_BYTES = 4096
 RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

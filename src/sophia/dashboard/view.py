@@ -104,6 +104,9 @@ class RunView:
     rollback: dict[str, Any] | None
     notes: list[str]
     events_seen: int
+    # What readiness-check found (resources, database pools, performance against the baseline, monitoring), as
+    # the stage recorded it; empty until it has run.
+    readiness: dict[str, Any] = field(default_factory=dict)
 
     def charts(self) -> dict[str, Any]:
         """The charts' data, as the page's script reads it."""
@@ -147,6 +150,7 @@ def build_view(record: RunRecord, events: list[Event], now: datetime) -> RunView
         rollback=record.rollback.as_dict() if record.rollback else None,
         notes=list(record.notes),
         events_seen=len(events),
+        readiness=dict(record.stage("readiness-check").data),
     )
 
 

@@ -26,6 +26,7 @@ from sophia.engine.ports import (
     MetricsSource,
     Migrator,
     Platform,
+    PoolReader,
     SyntheticChecks,
     TrafficGenerator,
 )
@@ -40,6 +41,7 @@ class Ports:
     commands: CommandRunner
     health: HealthProbe
     metrics: MetricsSource
+    pools: PoolReader
     traffic: TrafficGenerator
     migrator: Migrator
     synthetics: SyntheticChecks

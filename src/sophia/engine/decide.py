@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sophia.engine.model import ResourceUsage, TrackSample
+from sophia.engine.model import Performance, PoolStatus, ResourceUsage, TrackSample
 from sophia.engine.sequential import Decision, Design, error_counts, sequential_test, slow_counts, slow_fraction
 
 
@@ -195,6 +195,68 @@ def resource_problems(
         if cpu is not None and u.cpu_percent is not None and u.cpu_percent > cpu:
             problems.append(f"{u.service} {u.track.value}: {u.cpu_percent:.0f} % CPU, over its {cpu:g} % limit")
     return problems
+
+
+def pool_problems(service: str, pools: Sequence[PoolStatus], max_waiting: int) -> list[str]:
+    """Every pool exhausted (all its connections lent out and requests waiting) or with more than ``max_waiting``
+    requests waiting for a connection."""
+    problems = []
+    for p in pools:
+        if p.waiting > 0 and p.in_use >= p.size:
+            problems.append(f"{service} pool {p.pool}: exhausted ({p.in_use} of {p.size} connections in use, "
+                            f"{p.waiting} waiting)")  # fmt: skip
+        elif p.waiting > max_waiting:
+            problems.append(f"{service} pool {p.pool}: {p.waiting} requests waiting for a connection, "
+                            f"over {max_waiting}")  # fmt: skip
+    return problems
+
+
+def performance_of(sample: TrackSample) -> Performance:
+    """A track's request count, error rate and p95 latency from its counters."""
+    n = sample.requests
+    return Performance(n, sample.errors / n if n > 0 else None, quantile_ms(sample, 0.95))
+
+
+@dataclass(frozen=True)
+class BaselineLimits:
+    """How much worse than the previous release a service may be: p95 up to ``p95_ratio`` x the baseline's plus
+    ``p95_floor_ms``, the error rate up to the baseline's plus ``error_rate_increase`` (a fraction)."""
+
+    p95_ratio: float
+    p95_floor_ms: float
+    error_rate_increase: float
+    min_requests: int
+
+
+def performance_problems(
+    current: Mapping[str, Performance], baseline: Mapping[str, Performance] | None, limits: BaselineLimits
+) -> tuple[list[str], list[str]]:
+    """(breaches, notes) of each service's performance against the previous release's; ``baseline`` is None when
+    there is no previous release (a note, not a breach). A service missing from the baseline, or with too few
+    requests on either side, is noted and not judged."""
+    if baseline is None:
+        return [], ["no baseline: first release"]
+    problems, notes = [], []
+    for service, now in sorted(current.items()):
+        before = baseline.get(service)
+        if before is None:
+            notes.append(f"{service}: no baseline (the previous release did not measure it)")
+            continue
+        if min(now.requests, before.requests) < limits.min_requests:
+            notes.append(f"{service}: {now.requests} requests now and {before.requests} in the baseline, fewer than "
+                         f"the {limits.min_requests} needed to compare")  # fmt: skip
+            continue
+        if now.p95_ms is not None and before.p95_ms is not None:
+            limit = before.p95_ms * limits.p95_ratio + limits.p95_floor_ms
+            if now.p95_ms > limit:
+                problems.append(f"{service}: p95 {now.p95_ms:.0f} ms > {limit:.0f} ms ({limits.p95_ratio:g} x the "
+                                f"baseline's {before.p95_ms:.0f} ms + {limits.p95_floor_ms:g} ms)")  # fmt: skip
+        if now.error_rate is not None and before.error_rate is not None:
+            limit = before.error_rate + limits.error_rate_increase
+            if now.error_rate > limit:
+                problems.append(f"{service}: error rate {now.error_rate:.1%} > {limit:.1%} (the baseline's "
+                                f"{before.error_rate:.1%} + {limits.error_rate_increase * 100:g} points)")  # fmt: skip
+    return problems, notes
 
 
 def stage_budget(stage_budget_s: float | None, remaining_total_s: float) -> float:

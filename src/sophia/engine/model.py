@@ -254,6 +254,45 @@ class ResourceUsage:
 
 
 @dataclass(frozen=True)
+class ResourceReport:
+    """What the platform measured of its workloads; ``unmeasured`` says why nothing was, when it could not."""
+
+    usage: tuple[ResourceUsage, ...] = ()
+    unmeasured: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """One database connection pool as its service reports it (the ``sophia_db_pool_*`` gauges)."""
+
+    pool: str
+    size: int  # connections the pool holds
+    in_use: int  # connections lent out
+    waiting: int  # requests waiting for a connection
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "size": self.size, "in_use": self.in_use, "waiting": self.waiting}
+
+
+@dataclass(frozen=True)
+class Performance:
+    """A service's stable track as readiness measured it: what the next release is compared with."""
+
+    requests: int
+    error_rate: float | None  # None without requests
+    p95_ms: float | None  # None without a latency histogram
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "error_rate": self.error_rate, "p95_ms": self.p95_ms}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Performance:
+        rate, p95 = raw.get("error_rate"), raw.get("p95_ms")
+        return cls(int(raw.get("requests") or 0), None if rate is None else float(rate),
+                   None if p95 is None else float(p95))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     ok: bool
     status_code: int | None

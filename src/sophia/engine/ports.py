@@ -15,10 +15,12 @@ from sophia.engine.model import (
     Artifact,
     CanarySpec,
     CommandResult,
+    Endpoint,
     MigrationOutcome,
     Notification,
+    PoolStatus,
     ProbeResult,
-    ResourceUsage,
+    ResourceReport,
     ServiceStatus,
     SyntheticResult,
     Track,
@@ -65,9 +67,9 @@ class Platform(Protocol):
         well. Reads only."""
         ...
 
-    async def resources(self) -> list[ResourceUsage]:
-        """Each running workload's memory (and CPU, when measured); empty when the platform cannot measure them.
-        Reads only."""
+    async def resources(self) -> ResourceReport:
+        """Each running workload's memory (and CPU, when measured); none, with the reason when the platform knows
+        it, when the platform cannot measure them. Reads only."""
         ...
 
     async def deploy_canary(self, spec: CanarySpec) -> None:
@@ -107,6 +109,13 @@ class Platform(Protocol):
 
 class HealthProbe(Protocol):
     async def probe(self, url: str, timeout_s: float, *, headers: Mapping[str, str] | None = None) -> ProbeResult: ...
+
+
+class PoolReader(Protocol):
+    async def pools(self, entry: Endpoint, timeout_s: float) -> list[PoolStatus]:
+        """The database pools a service reports on its ``/metrics``, read through its ``entry`` (with its headers);
+        raises ``PlatformError`` when the metrics cannot be read."""
+        ...
 
 
 class MetricsSource(Protocol):

@@ -127,16 +127,61 @@ def _services(record: RunRecord) -> list[str]:
 def _readiness(record: RunRecord) -> list[str]:
     data = record.stage("readiness-check").data
     usage, monitoring = data.get("resources") or [], data.get("monitoring") or {}
-    if not usage and not monitoring:
+    sections = [_usage(usage, data.get("resources_unmeasured")), _pools(data.get("pools")), _performance(data)]
+    sections.append([f"- monitoring {url}: {state}" for url, state in monitoring.items()])
+    if not any(sections):
         return []
-    lines = ["", "## Readiness findings", ""]
-    if usage:
-        lines += ["| service | track | memory | CPU (avg since start) |", "|---|---|---|---|"]
-        for u in usage:
-            cpu = "—" if u.get("cpu_percent") is None else f"{u['cpu_percent']:.1f} %"
-            lines.append(f"| {u['service']} | {u['track']} | {u['memory_mib']:.1f} MiB | {cpu} |")
-    lines += [f"- monitoring {url}: {state}" for url, state in monitoring.items()]
+    return ["", "## Readiness findings", *(line for section in sections if section for line in ["", *section])]
+
+
+def _usage(usage: list[dict[str, Any]], unmeasured: str | None) -> list[str]:
+    if not usage:
+        return [f"- {unmeasured}"] if unmeasured else []
+    lines = ["| service | track | memory | CPU (avg since start) |", "|---|---|---|---|"]
+    for u in usage:
+        cpu = "—" if u.get("cpu_percent") is None else f"{u['cpu_percent']:.1f} %"
+        lines.append(f"| {u['service']} | {u['track']} | {u['memory_mib']:.1f} MiB | {cpu} |")
     return lines
+
+
+def _pools(pools: str | dict[str, Any] | None) -> list[str]:
+    if not pools:
+        return []
+    if isinstance(pools, str):
+        return [f"- database pools: {pools}"]
+    lines = ["| service | pool | size | in use | waiting |", "|---|---|---|---|---|"]
+    for service, found in pools.items():
+        if isinstance(found, str):
+            lines.append(f"| {service} | — | cannot read: {found} | | |")
+            continue
+        lines += [f"| {service} | {p['pool']} | {p['size']} | {p['in_use']} | {p['waiting']} |" for p in found]
+    return lines
+
+
+def _performance(data: Mapping[str, Any]) -> list[str]:
+    current, baseline = data.get("performance") or {}, data.get("baseline") or {}
+    lines = [f"- {note}" for note in data.get("performance_notes") or []]
+    if not current:
+        return lines
+    before = baseline.get("performance") or {}
+    against = f"against {baseline['version']} (run `{baseline['run_id']}`)" if baseline else "(the next baseline)"
+    lines += [""] if lines else []
+    lines += [f"Performance of each stable track {against}:", "",
+              "| service | requests | error rate | p95 | baseline error rate | baseline p95 |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for service, now in current.items():
+        then = before.get(service) or {}
+        lines.append(f"| {service} | {now['requests']} | {_rate(now.get('error_rate'))} | {_ms(now.get('p95_ms'))} "
+                     f"| {_rate(then.get('error_rate'))} | {_ms(then.get('p95_ms'))} |")  # fmt: skip
+    return lines
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} ms"
 
 
 def _traffic(record: RunRecord) -> list[str]:

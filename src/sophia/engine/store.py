@@ -7,12 +7,14 @@ engine can depend on it without knowing which database is behind it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from sophia.engine.events import Event
+from sophia.engine.model import Performance
 from sophia.engine.record import Outcome, Phase, RunRecord
 
 
@@ -140,7 +142,8 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class Release:
-    """One promotion, as the release history keeps it: what went live, when, by whom, with which migrations."""
+    """One promotion, as the release history keeps it: what went live, when, by whom, with which migrations, and
+    how each service performed at its readiness-check (the next release's baseline)."""
 
     run_id: str
     version: str
@@ -149,6 +152,7 @@ class Release:
     migrations: tuple[str, ...]  # applied by this release's migrate-neon
     promoted_at: datetime
     actor: str
+    performance: Mapping[str, Performance] = field(default_factory=dict)
 
 
 def release_of(record: RunRecord) -> Release | None:
@@ -156,8 +160,10 @@ def release_of(record: RunRecord) -> Release | None:
     if record.outcome is not Outcome.PROMOTED or record.finished_at is None:
         return None
     applied = record.stage("migrate-neon").data.get("applied") or []
+    measured = record.stage("readiness-check").data.get("performance") or {}
+    performance = {str(name): Performance.from_dict(raw) for name, raw in measured.items()}
     return Release(record.run_id, record.version, record.platform, record.artifact,
-                   tuple(str(name) for name in applied), record.finished_at, record.actor)  # fmt: skip
+                   tuple(str(name) for name in applied), record.finished_at, record.actor, performance)  # fmt: skip
 
 
 class Store(Protocol):

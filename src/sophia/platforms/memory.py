@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sophia.engine.model import CanarySpec, Endpoint, ResourceUsage, ServiceStatus, Track, Workload
+from sophia.engine.model import CanarySpec, Endpoint, ResourceReport, ResourceUsage, ServiceStatus, Track, Workload
 from sophia.engine.ports import FencedError, PlatformError, PreflightError
 
 
@@ -82,15 +82,17 @@ class MemoryPlatform:
             for name, slot in self.slots.items()
         ]
 
-    async def resources(self) -> list[ResourceUsage]:
+    async def resources(self) -> ResourceReport:
         self._enter("resources")
-        return [
-            ResourceUsage(name, track, mib)
-            for (name, track), mib in self.memory_mib.items()
-            if self._workload(
-                name, track, self.slots[name].stable if track is Track.STABLE else self.slots[name].canary
+        return ResourceReport(
+            tuple(
+                ResourceUsage(name, track, mib)
+                for (name, track), mib in self.memory_mib.items()
+                if self._workload(
+                    name, track, self.slots[name].stable if track is Track.STABLE else self.slots[name].canary
+                )
             )
-        ]
+        )
 
     async def deploy_canary(self, spec: CanarySpec) -> None:
         self._enter("deploy_canary")

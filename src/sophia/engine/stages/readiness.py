@@ -6,16 +6,22 @@ source (Prometheus, or the routers' tally) and the configured monitoring stack (
 Each service is probed through its router on ``/health`` and ``/ready`` (which checks the database) with the health
 policy's tolerance: it fails after ``failure_threshold`` consecutive failed attempts, ``interval_s`` apart, as the
 health monitor would judge it. The load generator is off by now: this is the final look, not an analysis.
+
+Each service's database pools are read from its ``/metrics`` (exhausted, or too many requests waiting, fails), and
+its stable track's p95 latency and error rate are recorded and compared with the previous promoted release's
+(``readiness_looks``): those recorded figures are the next release's baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from sophia.engine.context import RunContext
-from sophia.engine.decide import Verdict, health_verdict, next_streak, resource_problems
-from sophia.engine.model import ServiceStatus
+from sophia.engine.decide import Verdict, health_verdict, next_streak
+from sophia.engine.model import ServiceStatus, Track, TrackSample
 from sophia.engine.ports import PlatformError
+from sophia.engine.stages import readiness_looks as looks_at
 from sophia.engine.stages.base import StageResult, failed, injected_failure, passed
 
 
@@ -27,47 +33,31 @@ class ReadinessCheck:
         services = await ctx.ports.platform.inspect()
         problems = [p for s in services for p in self._placement_problems(s, ctx.record.version)]
         problems += await ctx.ports.platform.validate()
-        problems += await self._metrics_problems(ctx, services)
-        usage = await ctx.ports.platform.resources()
-        policy = ctx.policy.readiness
-        problems += resource_problems(usage, policy.max_memory_mib, policy.max_cpu_percent, policy.service_limits)
-        monitoring = [p for p in await asyncio.gather(*(self._reach(ctx, url) for url in policy.monitoring)) if p]
+        samples, unanswered = await self._sample(ctx, services)
+        looks = [await looks_at.resources(ctx), await looks_at.pools(ctx, services),
+                 await looks_at.performance(ctx, services, samples), await looks_at.monitoring(ctx)]  # fmt: skip
+        problems += unanswered + [p for look in looks for p in look.problems]
         problems += [p for p in await asyncio.gather(*(self._probe(ctx, s) for s in services)) if p]
-        reached: dict[str, str] = {**dict.fromkeys(policy.monitoring, "ok"), **dict(monitoring)}
-        findings = {"resources": [u.as_dict() for u in usage], "monitoring": reached}
-        problems += [f"monitoring {url}: {why}" for url, why in monitoring]
+        findings = {key: value for look in looks for key, value in look.data.items()}
         if problems:
             return failed("; ".join(problems), detected_at=ctx.clock.now(), **findings)
         rehearsed = injected_failure(ctx, self.name)  # before the previous stable is let go, so it can come back
         if rehearsed is not None:
             return rehearsed
         await ctx.ports.platform.retire_previous()
-        measured = f", {len(usage)} workloads within limits" if usage else ", resources not measured by the platform"
+        summary = "".join(f", {look.summary}" for look in looks if look.summary)
         return passed(f"{len(services)} services on {ctx.record.version}: healthy, ready, database reachable"
-                      f"{measured}", **findings)  # fmt: skip
+                      f"{summary}", **findings)  # fmt: skip
 
     @staticmethod
-    async def _reach(ctx: RunContext, url: str) -> tuple[str, str] | None:
-        """One monitoring health URL, tried ``failure_threshold`` times: None when it answers 2xx."""
-        health = ctx.policy.health
-        why = ""
-        for attempt in range(health.failure_threshold):
-            if attempt:
-                await ctx.clock.sleep(health.interval_s)
-            result = await ctx.ports.health.probe(url, health.timeout_s)
-            if result.ok:
-                return None
-            why = result.error or f"HTTP {result.status_code}"
-        return url, why
-
-    @staticmethod
-    async def _metrics_problems(ctx: RunContext, services: list[ServiceStatus]) -> list[str]:
-        """The monitoring the next canary will be judged by must answer."""
+    async def _sample(
+        ctx: RunContext, services: list[ServiceStatus]
+    ) -> tuple[Mapping[tuple[str, Track], TrackSample] | None, list[str]]:
+        """The metrics source's counters; the monitoring the next canary will be judged by must answer."""
         try:
-            await ctx.ports.metrics.sample(services)
+            return await ctx.ports.metrics.sample(services), []
         except PlatformError as exc:
-            return [f"metrics: {exc}"]
-        return []
+            return None, [f"metrics: {exc}"]
 
     @staticmethod
     def _placement_problems(status: ServiceStatus, version: str) -> list[str]:

@@ -44,6 +44,8 @@ KINDS: dict[str, Any] = {
     "VirtualService": create_namespaced_resource("networking.istio.io", "v1", "VirtualService", "virtualservices"),
     "DestinationRule": create_namespaced_resource("networking.istio.io", "v1", "DestinationRule", "destinationrules"),
     "Gateway": create_namespaced_resource("networking.istio.io", "v1", "Gateway", "gateways"),
+    # The resource metrics API (metrics-server), an aggregated API a cluster may not serve.
+    "PodMetrics": create_namespaced_resource("metrics.k8s.io", "v1beta1", "PodMetrics", "pods"),
     "CustomResourceDefinition": create_global_resource(
         "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions"
     ),
@@ -126,6 +128,10 @@ class KubeApi:
             return [_plain(item) async for item in found]
         except ApiError as exc:
             raise self._error(exc, "list", _where(kind, namespace)) from None
+        except httpx2.HTTPStatusError as exc:  # an answer that is not a Status object, e.g. "404 page not found"
+            code = exc.response.status_code
+            error = NotFoundError if code == NOT_FOUND else KubeApiError
+            raise error(f"list {_where(kind, namespace)}: HTTP {code}", code) from None
         except httpx2.HTTPError as exc:
             raise self._unreachable(exc, "list", _where(kind, namespace)) from None
 

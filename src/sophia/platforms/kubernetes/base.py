@@ -35,6 +35,7 @@ STABLE_RULES: list[Object] = [
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list"]},
     {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "verbs": ["get", "list", "patch"]},
     {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["list"]},
 ]
 CANARY_RULES: list[Object] = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch", "create"]},
@@ -42,6 +43,7 @@ CANARY_RULES: list[Object] = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "patch"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list"]},
     {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["list"]},
 ]
 
 

@@ -21,12 +21,13 @@ from typing import TypeVar
 
 from sophia.config import ServiceSpec, Settings
 from sophia.engine.clock import Clock
-from sophia.engine.model import ArtifactKind, CanarySpec, ResourceUsage, ServiceStatus, Track
+from sophia.engine.model import ArtifactKind, CanarySpec, ResourceReport, ServiceStatus, Track
 from sophia.engine.ports import PlatformError, PreflightError
 from sophia.platforms.kubernetes import credentials, objects
-from sophia.platforms.kubernetes.api import KubeApi, KubeApiError
+from sophia.platforms.kubernetes.api import KubeApi, KubeApiError, NotFoundError
 from sophia.platforms.kubernetes.rollout import revision, rollout_state, template_of_revision
 from sophia.platforms.kubernetes.status import ClusterView, by_name, compose, problems
+from sophia.platforms.kubernetes.usage import pod_usage
 from sophia.platforms.kubernetes.writes import FencedWriter, Object, desired_from
 
 T = TypeVar("T")
@@ -134,9 +135,18 @@ class KubernetesPlatform:
     async def validate(self) -> list[str]:
         return problems(self.config, self._specs, await self.view(resources=True))
 
-    async def resources(self) -> list[ResourceUsage]:
-        """Not measured yet: the cluster's metrics API (metrics.k8s.io) is not read (readiness says so)."""
-        return []
+    async def resources(self) -> ResourceReport:
+        """Each service's pods per track from the cluster's metrics API (``usage.pod_usage``); nothing, and why,
+        when the cluster does not serve metrics.k8s.io (no metrics-server)."""
+        api, tracks = self.api, list(Track)
+        try:
+            found = await asyncio.gather(*(api.list("PodMetrics", self._namespace(t)) for t in tracks),
+                                         *(api.list("Pod", self._namespace(t), SELECT) for t in tracks))  # fmt: skip
+        except NotFoundError:
+            return ResourceReport(unmeasured="metrics.k8s.io not served")
+        metrics = dict(zip(tracks, found[: len(tracks)], strict=True))
+        pods = dict(zip(tracks, found[len(tracks) :], strict=True))
+        return ResourceReport(tuple(pod_usage(pods, metrics)))
 
     # -- canary -----------------------------------------------------------------------------------------------
 

@@ -12,7 +12,16 @@ from typing import Any
 
 from sophia.config import Settings
 from sophia.engine.clock import Clock
-from sophia.engine.model import CanarySpec, Endpoint, ResourceUsage, ServiceStatus, Track, TrackSample, Workload
+from sophia.engine.model import (
+    CanarySpec,
+    Endpoint,
+    ResourceReport,
+    ResourceUsage,
+    ServiceStatus,
+    Track,
+    TrackSample,
+    Workload,
+)
 from sophia.engine.ports import FencedError, PlatformError, PreflightError
 from sophia.platforms.local import environment, instances, supervisor
 from sophia.platforms.local import secrets as local_secrets
@@ -123,7 +132,7 @@ class LocalPlatform:
                 found.append(f"{name}: the router's route differs from the platform's record")
         return found
 
-    async def resources(self) -> list[ResourceUsage]:
+    async def resources(self) -> ResourceReport:
         """Each live service process's resident memory and its CPU averaged since it started (psutil), by the role
         it has now: a promoted canary's process is the stable one (it keeps the track it was started with)."""
         found = []
@@ -133,7 +142,7 @@ class LocalPlatform:
                 usage = supervisor.usage(instance) if supervisor.alive(instance) else None
                 if usage is not None:
                     found.append(ResourceUsage(name, track, *usage))
-        return found
+        return ResourceReport(tuple(found))
 
     async def inspect(self) -> list[ServiceStatus]:
         state = self.load()
