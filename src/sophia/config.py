@@ -207,8 +207,8 @@ class ReadinessPolicy(_Model):
     # Performance against the previous release's baseline (p95 latency and error rate of each service's stable):
     # p95 over ``max_p95_ratio`` x the baseline's + ``p95_floor_ms``, or an error rate over the baseline's +
     # ``max_error_rate_increase`` (a fraction: 0.01 is one percentage point), fails readiness. A service with fewer
-    # than ``min_requests`` requests on either side is not judged.
-    max_p95_ratio: Annotated[float, Field(ge=1)] = 1.5
+    # than ``min_requests`` requests on either side is not judged; ``max_p95_ratio: null`` judges the error rate only.
+    max_p95_ratio: Annotated[float, Field(ge=1)] | None = 1.5
     p95_floor_ms: Annotated[float, Field(ge=0)] = 50.0
     max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = 0.01
     min_requests: Annotated[int, Field(ge=1)] = 20

@@ -71,6 +71,17 @@ def test_performance_problems(
     assert performance_problems(current, baseline, LIMITS) == (problems, notes)
 
 
+def test_without_a_p95_ratio_only_the_error_rate_is_judged() -> None:
+    errors_only = BaselineLimits(p95_ratio=None, p95_floor_ms=20.0, error_rate_increase=0.01, min_requests=20)
+    slower = {"a": Performance(100, 0.0, 4000.0)}
+    assert performance_problems(slower, {"a": OK}, errors_only) == ([], [])
+    failing = {"a": Performance(100, 0.05, 4000.0)}
+    assert performance_problems(failing, {"a": OK}, errors_only) == (
+        ["a: error rate 5.0% > 1.0% (the baseline's 0.0% + 1 points)"],
+        [],
+    )
+
+
 def test_pool_gauges_are_read_from_a_services_own_exposition() -> None:
     metrics = ServiceMetrics("crm-mcp", "v1.1.0", "stable", "abc")
     metrics.watch_pools({"main": lambda: (4, 4, 3), "hubspot": lambda: (2, 0, 0)})

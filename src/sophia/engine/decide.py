@@ -222,7 +222,7 @@ class BaselineLimits:
     """How much worse than the previous release a service may be: p95 up to ``p95_ratio`` x the baseline's plus
     ``p95_floor_ms``, the error rate up to the baseline's plus ``error_rate_increase`` (a fraction)."""
 
-    p95_ratio: float
+    p95_ratio: float | None  # None: the p95 is recorded, not judged
     p95_floor_ms: float
     error_rate_increase: float
     min_requests: int
@@ -246,7 +246,7 @@ def performance_problems(
             notes.append(f"{service}: {now.requests} requests now and {before.requests} in the baseline, fewer than "
                          f"the {limits.min_requests} needed to compare")  # fmt: skip
             continue
-        if now.p95_ms is not None and before.p95_ms is not None:
+        if limits.p95_ratio is not None and now.p95_ms is not None and before.p95_ms is not None:
             limit = before.p95_ms * limits.p95_ratio + limits.p95_floor_ms
             if now.p95_ms > limit:
                 problems.append(f"{service}: p95 {now.p95_ms:.0f} ms > {limit:.0f} ms ({limits.p95_ratio:g} x the "
