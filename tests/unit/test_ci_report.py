@@ -85,7 +85,7 @@ def test_one_error_annotation_per_failure_with_escaped_title_and_message() -> No
 @pytest.mark.parametrize(
     ("suites", "heading"),
     [
-        ([SUITE], "### sophia validate --canary — ❌ 1 of 3 failed"),
+        ([SUITE], "### sophia validate --canary — ❌ 1 of 3 failed, 1 skipped"),
         ([Suite("s", (Case("a", "c"), Case("b", "c")))], "### title — ✅ 2 passed"),
     ],
 )

@@ -108,7 +108,9 @@ def summary_markdown(title: str, suites: Sequence[Suite]) -> str:
     """A Markdown table per suite, for ``$GITHUB_STEP_SUMMARY``."""
     failed = sum(s.failures for s in suites)
     total = sum(len(s.cases) for s in suites)
-    verdict = f"❌ {failed} of {total} failed" if failed else f"✅ {total} passed"
+    skipped = sum(s.skipped for s in suites)
+    verdict = f"❌ {failed} of {total} failed" if failed else f"✅ {total - skipped} passed"
+    verdict += f", {skipped} skipped" if skipped else ""
     lines = [f"### {_cell(title)} — {verdict}", ""]
     for suite in suites:
         lines += [f"**{_cell(suite.name)}**", "", "| check | result | time | detail |", "|---|---|---|---|"]
