@@ -6,8 +6,18 @@ import re
 
 import pytest
 
-from sophia.checks.validation import Mode, parse_service_urls, placement_problems
+from sophia.checks.validation import (
+    Expectation,
+    Mode,
+    parse_service_urls,
+    placement_problems,
+    standalone_statuses,
+    validate,
+)
+from sophia.engine.ci_report import Case
 from sophia.engine.model import Endpoint, ServiceStatus, Workload
+from sophia.platforms.memory import MemoryPlatform
+from tests.fakes.simulation import SimulatedProbe
 
 KNOWN = ["comms-mcp", "crm-mcp"]
 
@@ -76,3 +86,68 @@ def test_service_urls_accepted(texts: list[str], urls: dict[str, str]) -> None:
 def test_bad_service_urls_are_refused_by_name(texts: list[str], words: str) -> None:
     with pytest.raises(ValueError, match=re.escape(words)):
         parse_service_urls(texts, KNOWN)
+
+
+def platform(weights: dict[str, int | None]) -> MemoryPlatform:
+    """Services at v1; those with a weight have a v2 canary at it (None: no canary)."""
+    memory = MemoryPlatform(dict.fromkeys(weights, "v1"))
+    for name, weight in weights.items():
+        if weight is not None:
+            memory.slots[name].canary, memory.slots[name].canary_weight = "v2", weight
+    return memory
+
+
+def failures(cases: list[Case]) -> dict[str, str]:
+    return {c.name: c.failure for c in cases if c.failure is not None}
+
+
+async def reachable() -> str | None:
+    return None
+
+
+async def test_validate_canary_checks_every_canary_and_its_weight() -> None:
+    memory = platform({"comms-mcp": 10, "crm-mcp": 25})
+    expect = Expectation(Mode.CANARY, canary_weight=10, timeout_s=1)
+    cases = await validate(SimulatedProbe(memory), await memory.inspect(), expect)
+    assert [c.name for c in cases][:3] == ["comms-mcp canary placement", "comms-mcp canary /health",
+                                           "comms-mcp canary /ready"]  # fmt: skip
+    assert failures(cases) == {"crm-mcp canary placement": "canary weight is 25 %, expected 10 %"}
+
+
+async def test_validate_canary_without_a_canary_fails_and_skips_its_probes() -> None:
+    memory = platform({"comms-mcp": None})
+    cases = await validate(SimulatedProbe(memory), await memory.inspect(), Expectation(Mode.CANARY, 10, 1))
+    assert failures(cases) == {"comms-mcp canary placement": "no canary deployed"}
+    assert [c.skipped for c in cases[1:]] == ["no canary to probe", "no canary to probe"]
+
+
+async def test_validate_production_checks_stable_alone_the_monitoring_stack_and_the_metrics() -> None:
+    memory = platform({"comms-mcp": None, "crm-mcp": 10})
+    probe = SimulatedProbe(memory, failing={"memory://comms-mcp/ready", "memory://comms-mcp/api/health"})
+
+    async def down() -> str | None:
+        return "prometheus unreachable"
+
+    cases = await validate(probe, await memory.inspect(), Expectation(Mode.PRODUCTION, 10, 1),
+                           monitoring=["memory://crm-mcp/-/ready", "memory://comms-mcp/api/health"],
+                           metrics=("prometheus", down))  # fmt: skip
+    assert failures(cases) == {
+        "comms-mcp stable /ready": "HTTP 503",
+        "crm-mcp stable placement": "a canary (v2) is still deployed; canary weight is 10 %, expected 0 % "
+        "(stable at 100 %)",
+        "monitoring memory://comms-mcp/api/health": "HTTP 503",
+        "metrics source (prometheus)": "prometheus unreachable",
+    }
+    assert "monitoring memory://crm-mcp/-/ready" in [c.name for c in cases]
+
+
+async def test_standalone_validation_skips_what_only_the_platform_knows() -> None:
+    statuses = standalone_statuses({"comms-mcp": "memory://comms-mcp"})
+    memory = platform({"comms-mcp": None})
+    cases = await validate(SimulatedProbe(memory), statuses, Expectation(Mode.PRODUCTION, 10, 1, standalone=True))
+    assert not failures(cases)
+    skipped = {c.name: c.skipped for c in cases if c.skipped}
+    assert skipped == {"comms-mcp stable placement": "standalone: given a URL, not asked the platform",
+                       "metrics source": "standalone: no platform to read the metrics of"}  # fmt: skip
+    assert (await validate(SimulatedProbe(memory), statuses, Expectation(Mode.PRODUCTION, 10, 1),
+                           metrics=("router", reachable)))[-1].ok  # fmt: skip
