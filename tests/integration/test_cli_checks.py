@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sophia.services.sandbox import ensure_sandbox_schema
+from tests.conftest import free_port
 from tests.e2e.conftest import REPO, write_config
 from tests.fakes.service_app import TOKEN, analytics_url
 from tests.fakes.service_process import ServiceProcess, start_service
@@ -178,3 +180,21 @@ def test_validate_against_a_platform_that_is_not_running_is_a_failed_check(tmp_p
     ((name, message),) = junit(report).items()
     assert name == "local platform"
     assert message == "the local platform is not running: start it with `sophia local up`"
+
+
+def test_a_monitoring_url_s_password_never_reaches_the_reports(
+    healthy: dict[str, ServiceProcess], database_url: str, tmp_path: Path
+) -> None:
+    config, report = write_config(tmp_path, tmp_path / ".sophia"), tmp_path / "validate.xml"
+    raw = yaml.safe_load(config.read_text())
+    port = free_port()  # nothing listens there: the check fails, naming the URL
+    raw["profiles"]["local"]["readiness"] = {"monitoring": [f"http://admin:pw-{TOKEN}@127.0.0.1:{port}/-/ready"]}
+    config.write_text(yaml.safe_dump(raw))
+    env = in_github(tmp_path, database_url)
+    result = run("validate_all_services.py", config, "--production", *urls(healthy), "--junit", str(report), env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = {name: message for name, message in junit(report).items() if message}
+    assert list(failed) == [f"monitoring http://admin:***@127.0.0.1:{port}/-/ready"]
+    written = result.stdout + result.stderr + report.read_text() + (tmp_path / "summary.md").read_text()
+    assert TOKEN not in written
+    assert "admin:***@" in written

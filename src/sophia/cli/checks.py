@@ -26,7 +26,7 @@ from sophia.checks.validation import Expectation, Mode
 from sophia.cli.ci import publish
 from sophia.cli.common import PlatformOption, console, fail, state
 from sophia.config import ConfigError, Settings
-from sophia.engine.ci_report import Case, Suite, synthetic_cases
+from sophia.engine.ci_report import Case, Suite, redacted, synthetic_cases
 from sophia.engine.clock import SystemClock
 from sophia.engine.model import ServiceStatus
 from sophia.engine.ports import PlatformError
@@ -58,12 +58,14 @@ def _writable(junit: Path | None) -> None:
 
 
 def _finish(settings: Settings, title: str, cases: Sequence[Case], junit: Path | None) -> NoReturn:
+    """Print the checks (secrets removed), publish them, and exit 0 when every one passed, else 1."""
+    suites = redacted([Suite(title, tuple(cases))], secrets_of(settings))
     table = Table("check", "result", "ms", "detail")
-    for case in cases:
+    for case in suites[0].cases:
         result = "FAILED" if not case.ok else "skipped" if case.skipped is not None else "ok"
         table.add_row(case.name, result, f"{case.seconds * 1000:.0f}", case.failure or case.skipped or "")
     console.print(table)
-    publish(title, [Suite(title, tuple(cases))], secrets_of(settings), junit=junit)
+    publish(title, suites, (), junit=junit)
     raise typer.Exit(0 if cases and all(c.ok for c in cases) else 1)
 
 
