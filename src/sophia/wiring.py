@@ -314,6 +314,13 @@ def synthetic_suite(settings: Settings, parts: PlatformParts, url: str | None) -
     return SyntheticSuite(url, api_token=api_token(settings, parts))
 
 
+def standalone_synthetic_suite(settings: Settings) -> SyntheticSuite:
+    """The checks against bare URLs: side effects proven in DATABASE_URL's outbox when it is set, else not read."""
+    url = _with_tls(settings.database_url.get_secret_value(), "DATABASE_URL") if settings.database_url else None
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    return SyntheticSuite(url, api_token=token)
+
+
 def migrator(settings: Settings, url: str, clock: Clock) -> Migrator:
     """The migrate-neon migrator; a restore it makes in a rollback keeps the run store and the audit trail when
     they live in the database it restores (they record the run being rolled back)."""

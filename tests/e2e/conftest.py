@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class Cli:
         return subprocess.Popen(
             [sys.executable, "-m", "sophia.cli", "--config", str(self.config), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.state_dir,
-            env={**os.environ, "COLUMNS": "200", **self.env},
+            env={**_quiet_ci(os.environ), "COLUMNS": "200", **self.env},
         )  # fmt: skip
 
     def __call__(
@@ -76,7 +76,7 @@ class Cli:
         return subprocess.run(
             [sys.executable, "-m", "sophia.cli", "--config", str(self.config), *args],
             capture_output=True, text=True, timeout=timeout, cwd=self.state_dir, check=False,
-            env={**os.environ, "COLUMNS": "200", **self.env, **(env or {})},
+            env={**_quiet_ci(os.environ), "COLUMNS": "200", **self.env, **(env or {})},
         )  # fmt: skip
 
     def status(self) -> list[dict[str, Any]]:
@@ -92,6 +92,11 @@ class Cli:
     def runs(self) -> list[str]:
         runs = self.state_dir / "runs"
         return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.is_symlink()) if runs.exists() else []
+
+
+def _quiet_ci(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment without GitHub Actions' markers: the runs a test makes write no step summary of the job's."""
+    return {k: v for k, v in environ.items() if k not in {"GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"}}
 
 
 def write_config(folder: Path, state_dir: Path, platform: str = "local", **changes: Any) -> Path:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import NoReturn, TypeVar
 
 from sophia import wiring
+from sophia.cli.ci import in_github_actions, publish
 from sophia.cli.common import console, fail
 from sophia.cli.progress import LiveProgress
 from sophia.config import ConfigError, Settings
 from sophia.engine import run
+from sophia.engine.ci_report import run_suites
 from sophia.engine.clock import SystemClock
 from sophia.engine.context import RunContext
 from sophia.engine.events import EventSink
 from sophia.engine.ports import PlatformError, PreflightError
 from sophia.engine.record import Outcome, RunRecord
+from sophia.engine.redact import secrets_of
+from sophia.engine.report import JUNIT_FILE
 from sophia.engine.run import OutOfOrderError
 from sophia.engine.session import RunFencedError, drive
 from sophia.engine.store import (
@@ -62,14 +67,18 @@ def held(exc: LeaseHeldError) -> NoReturn:
 
 
 async def act(runtime: wiring.Runtime, ctx: RunContext, work: Callable[[], Awaitable[T]]) -> T:
-    """``work`` under the run's lease; once the lease was ours, the report is written whatever happens."""
+    """``work`` under the run's lease; once the lease was ours, the report (report.md, junit.xml) is written whatever
+    happens, and in GitHub Actions the stages' results go to the step summary and failures become annotations."""
     try:
         return await drive(ctx, runtime.session(), work)
     finally:
         if ctx.lease is not None:  # refused at the door (another run has the environment): nothing to report
             from sophia.dashboard.svg import report_charts
 
-            await run.write(ctx, report_charts)
+            folder = await run.write(ctx, report_charts)
+            if in_github_actions(os.environ):
+                title = f"sophia run {ctx.record.run_id} — JUnit: {folder / JUNIT_FILE}"
+                publish(title, run_suites(ctx.record), secrets_of(ctx.settings))
 
 
 def execute(

@@ -1,4 +1,5 @@
-"""The run report: report.json (machine-readable) and report.md (for people), under runs/<run-id>/.
+"""The run report: report.json (machine-readable), report.md (for people) and junit.xml (for CI: one test case per
+stage, the synthetic checks as cases of their own), under runs/<run-id>/.
 
 Charts are optional and drawn by whoever calls (an adapter with a chart library): ``Charts`` maps a file name under
 ``charts/`` to its SVG text and a caption; report.md shows each beside the table it illustrates.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sophia.engine.ci_report import junit_xml, redacted, run_suites
 from sophia.engine.model import Artifact
 from sophia.engine.record import RunRecord, StageStatus
 
@@ -33,6 +35,8 @@ class Chart:
 
 
 Charts = Mapping[str, Chart]  # file name (e.g. "stages.svg") → chart
+
+JUNIT_FILE = "junit.xml"
 
 
 def report_dict(record: RunRecord) -> dict[str, Any]:
@@ -79,6 +83,7 @@ def _summary(record: RunRecord) -> list[str]:
         artifact = Artifact.from_dict(record.artifact)
         hit = "cache hit" if artifact.cache_hit else "fresh build"
         lines.append(f"- artifact: {artifact.kind.value} `{artifact.name}` ({hit}, git `{artifact.git_sha[:10]}`)")
+    lines.append(f"- for CI: [{JUNIT_FILE}]({JUNIT_FILE}) (JUnit XML: one test case per stage and per synthetic check)")
     return lines
 
 
@@ -212,8 +217,11 @@ def _notifications(record: RunRecord) -> list[str]:
     return lines
 
 
-def write_report(record: RunRecord, runs_dir: Path, charts: Charts | None = None) -> Path:
-    """Write report.json, report.md (and its charts) atomically and point ``runs/latest`` at the run's folder."""
+def write_report(
+    record: RunRecord, runs_dir: Path, charts: Charts | None = None, secrets: Iterable[str | None] = ()
+) -> Path:
+    """Write report.json, report.md (and its charts) and junit.xml (cleaned of ``secrets``) atomically, and point
+    ``runs/latest`` at the run's folder."""
     folder = runs_dir / record.run_id
     folder.mkdir(parents=True, exist_ok=True)
     if charts:
@@ -222,6 +230,7 @@ def write_report(record: RunRecord, runs_dir: Path, charts: Charts | None = None
             _atomic_write(folder / "charts" / name, chart.svg)
     _atomic_write(folder / "report.json", json.dumps(report_dict(record), indent=2) + "\n")
     _atomic_write(folder / "report.md", render_markdown(record, charts))
+    _atomic_write(folder / JUNIT_FILE, junit_xml(redacted(run_suites(record), secrets)))
     latest = runs_dir / "latest"
     tmp = runs_dir / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)

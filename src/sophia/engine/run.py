@@ -270,4 +270,4 @@ async def write(ctx: RunContext, charts: ChartMaker | None = None) -> Path:
             ctx.record.notes.append(f"report charts not drawn: {exc or 'the run store was too slow'}")
         except Exception as exc:  # a chart is an illustration: the report is written without it, never not at all
             ctx.record.notes.append(f"report charts not drawn: {type(exc).__name__}: {exc}")
-    return write_report(ctx.record, ctx.settings.state_dir / "runs", drawn)
+    return write_report(ctx.record, ctx.settings.state_dir / "runs", drawn, secrets_of(ctx.settings))
