@@ -64,6 +64,15 @@ def check_version(version: str) -> str:
 Version = Annotated[str, AfterValidator(check_version)]
 
 
+def _http_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"expected an http(s) URL, e.g. http://127.0.0.1:9091, not {url!r}")
+    return url
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
 Port = Annotated[int, Field(ge=1024, le=65535)]
 PlatformName = Literal["local", "kubernetes"]
 PLATFORM_NAMES: tuple[str, ...] = ("local", "kubernetes")
@@ -427,6 +436,9 @@ class MetricsConfig(_Model):
     # served on engine_host:engine_port while a command executes a run; None: not served (docs/metrics.md).
     engine_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     engine_host: str = "127.0.0.1"
+    # A Prometheus Pushgateway (e.g. http://pushgateway:9091) the engine pushes its metrics to when each command that
+    # executes a run ends — for CI jobs that end before a scrape; None: not pushed.
+    pushgateway_url: HttpUrl | None = None
 
 
 class NotifyConfig(_Model):

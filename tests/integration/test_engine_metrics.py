@@ -4,11 +4,14 @@ passes ``promtool check metrics``; the Grafana dashboard only queries metrics th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +22,7 @@ from sophia.engine import run
 from sophia.engine.events import EventBus, EventSink
 from sophia.engine.record import Outcome
 from sophia.engine.store import RequestAction
-from sophia.telemetry.engine_metrics import EngineMetrics, serving
+from sophia.telemetry.engine_metrics import PUSH_JOB, EngineMetrics, push, serving
 from tests.fakes.engine_world import World, world
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,3 +172,62 @@ def test_the_command_serves_the_metrics_on_the_configured_port_and_refuses_a_tak
         with pytest.raises(typer.Exit) as exited, _engine_metrics(busy, []):
             pass
     assert exited.value.exit_code == 2
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's prometheus-pushgateway) on a free 127.0.0.1 port."""
+    from tests.conftest import free_port
+
+    tool = shutil.which("prometheus-pushgateway")
+    if tool is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("prometheus-pushgateway missing; under CI a missing tool fails the test")
+        pytest.skip("prometheus-pushgateway is not installed (ci/install-prometheus.sh)")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with subprocess.Popen([tool, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, cwd=tmp_path) as process:  # fmt: skip
+        try:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.05)  # the gateway's own start-up, outside the engine: no clock to inject here
+            else:
+                pytest.fail("the Pushgateway did not become ready")
+            yield url
+        finally:
+            process.terminate()
+
+
+def test_a_command_that_ends_pushes_the_runs_metrics_to_the_pushgateway(repo_root: Path, pushgateway: str) -> None:
+    from sophia.cli.engine import _engine_metrics
+    from tests.fakes.engine_world import settings
+
+    base = settings(repo_root)
+    configured = base.model_copy(update={"metrics": base.metrics.model_copy(update={"pushgateway_url": pushgateway})})
+    sinks: list[EventSink] = []
+    with _engine_metrics(configured, sinks):
+        [metrics] = sinks
+        assert isinstance(metrics, EngineMetrics)
+        metrics.runs.labels("promoted").inc()
+        assert "sophia_runs_total" not in httpx.get(f"{pushgateway}/metrics").text  # pushed at the end, not before
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{pushgateway}/metrics").text)}
+    [sample] = [s for s in families["sophia_runs"].samples if s.name == "sophia_runs_total"]
+    assert sample.labels == {"job": PUSH_JOB, "environment": configured.environment_name, "outcome": "promoted",
+                             "instance": ""}  # fmt: skip
+    assert sample.value == 1
+
+
+def test_a_pushgateway_that_cannot_be_reached_is_a_warning_not_a_failure(
+    repo_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.conftest import free_port
+    from tests.fakes.engine_world import settings
+
+    metrics = EngineMetrics(settings(repo_root).service_names)
+    closed = f"http://user:s3cret@127.0.0.1:{free_port()}"
+    assert push(metrics, closed, "local") is False
+    assert "not pushed to 127.0.0.1" in caplog.text
+    assert "s3cret" not in caplog.text

@@ -99,19 +99,24 @@ def execute(
 
 @contextlib.contextmanager
 def _engine_metrics(settings: Settings, sinks: list[EventSink]) -> Iterator[None]:
-    """Serve the engine's metrics while the run executes, when ``metrics.engine_port`` is set."""
-    port = settings.metrics.engine_port
-    if port is None:
+    """The engine's metrics of the run this command executes: served while it runs when ``metrics.engine_port`` is
+    set, pushed to ``metrics.pushgateway_url`` when it ends when that is set."""
+    config = settings.metrics
+    if config.engine_port is None and config.pushgateway_url is None:
         yield
         return
-    from sophia.telemetry.engine_metrics import EngineMetrics, serving
+    from sophia.telemetry.engine_metrics import EngineMetrics, pushing, serving
 
     metrics = EngineMetrics(settings.service_names)
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(serving(metrics, settings.metrics.engine_host, port))
-        except OSError as exc:
-            fail(f"metrics.engine_port: cannot serve on {settings.metrics.engine_host}:{port}: {exc.strerror or exc}")
+        if config.engine_port is not None:
+            try:
+                stack.enter_context(serving(metrics, config.engine_host, config.engine_port))
+            except OSError as exc:
+                fail(f"metrics.engine_port: cannot serve on {config.engine_host}:{config.engine_port}: "
+                     f"{exc.strerror or exc}")  # fmt: skip
+        if config.pushgateway_url is not None:
+            stack.enter_context(pushing(metrics, config.pushgateway_url, settings.environment_name))
         sinks.append(metrics)
         yield
 

@@ -8,10 +8,12 @@ verdict, error rates and sequential evidence, and notifications by result.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, push_to_gateway, start_http_server
 
 from sophia.engine.events import Event, EventKind
 
@@ -132,3 +134,31 @@ def serving(metrics: EngineMetrics, host: str, port: int) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+PUSH_JOB = "sophia_release"
+PUSH_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def pushing(metrics: EngineMetrics, gateway: str, environment: str) -> Iterator[None]:
+    """When the block ends (the command that executed the run is done), push the metrics to the Pushgateway at
+    ``gateway``, replacing the group ``job=sophia_release, environment=…``; a gateway that cannot be reached is
+    logged, never an error: the release does not depend on its monitoring."""
+    try:
+        yield
+    finally:
+        push(metrics, gateway, environment)
+
+
+def push(metrics: EngineMetrics, gateway: str, environment: str) -> bool:
+    """Push once; False (and a warning naming only the gateway's host) when it failed."""
+    try:
+        push_to_gateway(gateway, job=PUSH_JOB, registry=metrics.registry, grouping_key={"environment": environment},
+                        timeout=PUSH_TIMEOUT_S)  # fmt: skip
+    except Exception as exc:  # urllib raises several kinds (URLError, HTTPError, OSError, ValueError)
+        host = urlsplit(gateway).hostname or "the Pushgateway"
+        log.warning("engine metrics not pushed to %s: %s", host, type(exc).__name__)
+        return False
+    return True
