@@ -186,7 +186,9 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
         pytest.skip("prometheus-pushgateway is not installed (ci/install-prometheus.sh)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with subprocess.Popen([tool, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+    # Its own persistence file: Debian's build otherwise keeps every group pushed in /var/lib, across runs.
+    argv = [tool, f"--web.listen-address=127.0.0.1:{port}", f"--persistence.file={tmp_path / 'pushgateway.db'}"]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, cwd=tmp_path) as process:  # fmt: skip
         try:
             for _ in range(200):
