@@ -48,6 +48,11 @@ async def _wait_up(client: httpx.AsyncClient, proc: subprocess.Popen[str]) -> se
                 await asyncio.sleep(0.05)
 
 
+def _stages(cli: Cli) -> list[tuple[str, str, str]]:
+    """Each stage's status and detail from the run's report (read only when an assertion fails)."""
+    return [(s["name"], s["status"], s["detail"]) for s in cli.report()["stages"]]
+
+
 async def test_a_real_faulted_deploy_is_watched_live_until_it_rolls_back(cli: Cli, tmp_path: Path) -> None:
     port = free_port()
     dashboard = cli.start("dashboard", "--port", str(port))
@@ -68,7 +73,7 @@ async def test_a_real_faulted_deploy_is_watched_live_until_it_rolls_back(cli: Cl
             assert phases[0] in {"planned", "running"}, phases
             assert phases[-1] == "rolled_back"
             failed = '#stages tr[data-stage="canary-deploy"][data-status="failed"]'
-            assert await page.locator(failed).count() == 1
+            assert await page.locator(failed).count() == 1, _stages(cli)  # which stage failed instead
             await page.select_option("#chart-service", "comms-mcp")  # the faulted one (focus may pick another)
             canary = await page.evaluate(
                 "Chart.getChart('chart-errors').data.datasets[0].data.map(p => p.y).filter(y => y !== null)"
