@@ -49,14 +49,23 @@ def _parse(text: str) -> dict[str, str]:
     return values
 
 
+def _values(home: Path) -> dict[str, str]:
+    try:
+        return _parse(path(home).read_text())
+    except FileNotFoundError:
+        return {}
+
+
 def load(home: Path) -> LocalSecrets | None:
     """The secrets, or None before the first ``sophia local up``."""
-    try:
-        values = _parse(path(home).read_text())
-    except FileNotFoundError:
-        return None
+    values = _values(home)
     token, password = values.get("SOPHIA_API_TOKEN"), values.get("SOPHIA_ANALYTICS_PASSWORD")
     return LocalSecrets(token, password) if token and password else None
+
+
+def _save(home: Path, made: LocalSecrets, database_url: str | None) -> None:
+    values = {"SOPHIA_API_TOKEN": made.api_token, "SOPHIA_ANALYTICS_PASSWORD": made.analytics_password}
+    _write(path(home), {**values, **({"DATABASE_URL": database_url} if database_url else {})})
 
 
 def load_or_create(home: Path) -> LocalSecrets:
@@ -64,23 +73,18 @@ def load_or_create(home: Path) -> LocalSecrets:
     if existing is not None:
         return existing
     made = LocalSecrets(api_token=secrets.token_urlsafe(32), analytics_password=secrets.token_urlsafe(24))
-    _write(path(home), {"SOPHIA_API_TOKEN": made.api_token, "SOPHIA_ANALYTICS_PASSWORD": made.analytics_password})
+    _save(home, made, None)
     return made
 
 
 def load_database_url(home: Path) -> str | None:
     """The services' database ``local up`` was given; None when they use the embedded Postgres."""
-    try:
-        return _parse(path(home).read_text()).get("DATABASE_URL") or None
-    except FileNotFoundError:
-        return None
+    return _values(home).get("DATABASE_URL") or None
 
 
 def record_database_url(home: Path, url: str | None) -> None:
     """Keep (or, with None, forget) the services' database for the platform being started."""
-    made = load_or_create(home)
-    values = {"SOPHIA_API_TOKEN": made.api_token, "SOPHIA_ANALYTICS_PASSWORD": made.analytics_password}
-    _write(path(home), {**values, **({"DATABASE_URL": url} if url else {})})
+    _save(home, load_or_create(home), url)
 
 
 def _write(target: Path, values: Mapping[str, str]) -> None:
