@@ -48,9 +48,9 @@ async def _wait_up(client: httpx.AsyncClient, proc: subprocess.Popen[str]) -> se
                 await asyncio.sleep(0.05)
 
 
-def _stages(cli: Cli) -> list[tuple[str, str, str]]:
-    """Each stage's status and detail from the run's report (read only when an assertion fails)."""
-    return [(s["name"], s["status"], s["detail"]) for s in cli.report()["stages"]]
+def _stages(cli: Cli) -> str:
+    """Each stage's status and detail from the run's report, one per line (read only when an assertion fails)."""
+    return "\n".join(f"{s['name']}: {s['status']}: {s['detail']}" for s in cli.report()["stages"])
 
 
 async def test_a_real_faulted_deploy_is_watched_live_until_it_rolls_back(cli: Cli, tmp_path: Path) -> None:
@@ -66,12 +66,12 @@ async def test_a_real_faulted_deploy_is_watched_live_until_it_rolls_back(cli: Cl
             page = await browser.new_page(viewport={"width": 1200, "height": 2400})
             await page.goto(f"http://127.0.0.1:{port}/runs/{run_id}")
             await page.evaluate(WATCH)
-            await page.wait_for_selector('#phase:text("rolled_back")', timeout=WAIT_MS)
             await page.wait_for_selector('#live[data-state="ended"]', timeout=WAIT_MS)
+            out, err = deploy.communicate(timeout=240)  # its report is written once it exits
             phases = await page.evaluate("window.__phases")
             assert await page.evaluate("window.__loadedOnce") is True
             assert phases[0] in {"planned", "running"}, phases
-            assert phases[-1] == "rolled_back"
+            assert phases[-1] == "rolled_back", _stages(cli)
             failed = '#stages tr[data-stage="canary-deploy"][data-status="failed"]'
             assert await page.locator(failed).count() == 1, _stages(cli)  # which stage failed instead
             await page.select_option("#chart-service", "comms-mcp")  # the faulted one (focus may pick another)
@@ -81,7 +81,6 @@ async def test_a_real_faulted_deploy_is_watched_live_until_it_rolls_back(cli: Cl
             assert canary, "the canary's error rate was charted"
             assert max(canary) > 5
             await page.screenshot(path=str(artifacts_dir(tmp_path) / "dashboard-local-deploy.png"), full_page=True)
-        out, err = deploy.communicate(timeout=240)
         assert deploy.returncode == 1, out + err  # rolled back
     finally:
         if deploy is not None and deploy.poll() is None:

@@ -81,11 +81,13 @@ LIMITS = Thresholds(min_requests=20, max_error_rate=0.05, max_p95_ms=1000, max_p
         (TrackSample(), Verdict.INCONCLUSIVE, "no canary requests"),
         (sample(10), Verdict.INCONCLUSIVE, "fewer than the 20 needed"),
         (sample(100, errors=2), Verdict.PASS, "within thresholds"),
-        (sample(100, errors=6), Verdict.PASS, "within thresholds"),  # 6 % observed, but not surely over 5 %
+        (sample(100, errors=6), Verdict.INCONCLUSIVE, "not yet surely"),  # 6 % seen, not surely over 5 %: watch on
         (sample(100, errors=15), Verdict.FAIL, "error rate 15.0% > 5.0% (15 of 100 requests)"),
         (sample(20, errors=1), Verdict.PASS, "within thresholds"),  # one unlucky request is not a regression
         (sample(100, fast=80), Verdict.FAIL, "p95 latency"),
         (sample(100, fast=97), Verdict.PASS, "within thresholds"),  # 3 % slow: the p95 itself is fast
+        (sample(100, fast=93), Verdict.INCONCLUSIVE, "p95 latency"),  # 7 % slow: over, but not surely
+        (sample(25, errors=2), Verdict.INCONCLUSIVE, "error rate 8.0% > 5.0%"),  # never a pass at 8 % seen
     ],
 )
 def test_absolute_thresholds(canary: TrackSample, verdict: Verdict, words: str) -> None:
@@ -106,6 +108,7 @@ DESIGNS = (Design(0.005, 0.2, 3.0, 0.01, 20), Design(0.005, 0.2, 30.0, 0.0, 20))
         (sample(40), sample(360), Verdict.INCONCLUSIVE, Verdict.PASS),  # clean but not yet sure: thresholds decide
         (sample(200, fast=150), sample(1800, fast=1795), Verdict.FAIL, Verdict.FAIL),  # latency regression
         (sample(100, errors=3), sample(900, errors=27), Verdict.INCONCLUSIVE, Verdict.PASS),  # same 3 % as stable
+        (sample(25, errors=2), sample(225), Verdict.INCONCLUSIVE, Verdict.INCONCLUSIVE),  # 8 % seen: watch on
     ],
 )
 def test_judge_canary(canary: TrackSample, stable: TrackSample, now: Verdict, at_deadline: Verdict) -> None:

@@ -136,7 +136,7 @@ async def test_missing_data_is_never_a_pass(repo_root: Path, tmp_path: Path) -> 
     w = await world(repo_root, tmp_path)
     w.ctx.ports.metrics.per_sample = 0  # type: ignore[attr-defined]
     assert await run.execute(w.ctx) is Outcome.ROLLED_BACK
-    assert "inconclusive, no pass on missing data" in w.record.stage("canary-deploy").detail
+    assert "inconclusive at the step's limit, no pass without conclusive data" in w.record.stage("canary-deploy").detail
 
 
 async def test_what_the_load_generator_sent_is_in_the_record(repo_root: Path, tmp_path: Path) -> None:

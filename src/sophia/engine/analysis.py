@@ -244,8 +244,8 @@ def _at_deadline(judge: CanaryJudge, now: datetime, elapsed: float, hard: float)
         why = f"{len(judge.judgements)} canaries within thresholds after {elapsed:.1f}s"
         return StepOutcome(Verdict.PASS, why, None, judge.summary())
     if elapsed >= hard:
-        return StepOutcome(Verdict.FAIL, "inconclusive, no pass on missing data: " + _reasons(waiting), now,
-                           judge.summary())  # fmt: skip
+        why = "inconclusive at the step's limit, no pass without conclusive data: " + _reasons(waiting)
+        return StepOutcome(Verdict.FAIL, why, now, judge.summary())
     return None
 
 

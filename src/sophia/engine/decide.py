@@ -102,8 +102,9 @@ def analysis_verdict(errors: Window, latency: Window | None, thresholds: Thresho
     Errors are judged on ``errors``; latency on ``latency``, which is None while a fresh canary warms up (its first
     requests are slow for reasons of its own: connections to open, code paths to load). A threshold fails only when
     the data shows it with 95 % confidence (the Wilson lower bound of the error rate, or of the share of requests
-    slower than the latency limit, is over it): one unlucky request among twenty is not a regression. Too few
-    requests is inconclusive, never a pass.
+    slower than the latency limit, is over it): one unlucky request among twenty is not a regression. It
+    passes only when the observed share is within it: a canary seen over a threshold, but not yet surely, is
+    inconclusive and keeps being watched. Too few requests is inconclusive, never a pass.
     """
     canary, n = errors.canary, errors.canary.requests
     if n <= 0:
@@ -123,17 +124,26 @@ def analysis_verdict(errors: Window, latency: Window | None, thresholds: Thresho
     max_error = _limit(thresholds.max_error_rate, base.errors / base.requests if base else None)
     max_p95 = _limit(thresholds.max_p95_ms, quantile_ms(slow_base, 0.95) if slow_base else None)
     max_p99 = _limit(thresholds.max_p99_ms, quantile_ms(slow_base, 0.99) if slow_base else None)
-    failures = []
+    failures, unsure = [], []
+    errors_seen = f"error rate {error_rate:.1%} > {max_error:.1%} ({canary.errors} of {n} requests)"
     if wilson_lower(canary.errors, n) > max_error:
-        failures.append(f"error rate {error_rate:.1%} > {max_error:.1%} ({canary.errors} of {n} requests)")
+        failures.append(errors_seen)
+    elif error_rate > max_error:
+        unsure.append(errors_seen)
     for name, value, limit, share in (("p95", p95, max_p95, 0.05), ("p99", p99, max_p99, 0.01)):
         slow = _slower_than(timed, limit)
-        if value is not None and wilson_lower(slow, timed.requests) > share:
-            failures.append(
-                f"{name} latency {value:.0f} ms > {limit:.0f} ms ({slow} of {timed.requests} requests slower)"
-            )
+        if value is None:
+            continue
+        latency_seen = f"{name} latency {value:.0f} ms > {limit:.0f} ms ({slow} of {timed.requests} requests slower)"
+        if wilson_lower(slow, timed.requests) > share:
+            failures.append(latency_seen)
+        elif slow > share * timed.requests:
+            unsure.append(latency_seen)
     if failures:
         return MetricVerdict(Verdict.FAIL, "; ".join(failures), n, error_rate, p95, p99)
+    if unsure:
+        reason = "; ".join(unsure) + ", not yet surely: more requests needed"
+        return MetricVerdict(Verdict.INCONCLUSIVE, reason, n, error_rate, p95, p99)
     return MetricVerdict(Verdict.PASS, f"{n} canary requests within thresholds", n, error_rate, p95, p99)
 
 
