@@ -6,18 +6,21 @@ load through promotion and rollback, a killed engine resumed, bad input, down).
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from sophia.config import STAGE_NAMES
-from tests.e2e.conftest import Cli, leftovers
+from tests.e2e.conftest import REPO, Cli, leftovers
 
 pytestmark = pytest.mark.slow
 PLATFORMS = ("local", "kubernetes")
@@ -162,17 +165,29 @@ class SteadyLoad:
                 self._stop.wait(self._interval)
 
 
+def config_changes(_home: Path) -> dict[str, Any]:
+    """A ``steady`` profile beside the repository's: the local one with health probes of 3 × 5 s, for the test that
+    adds its own load to the engine's (a probe that times out there says the machine is busy, and that test is about
+    lost requests)."""
+    profiles: dict[str, Any] = yaml.safe_load((REPO / "sophia.yaml").read_text())["profiles"]
+    profiles["steady"] = {**copy.deepcopy(profiles["local"]),
+                          "health": {"interval_s": 2, "timeout_s": 5, "failure_threshold": 3}}  # fmt: skip
+    return {"profiles": profiles}
+
+
 def test_steady_load_loses_no_request_through_a_promotion_and_a_rollback(cli: Cli) -> None:
     services = cli.status()
+    steady = {"SOPHIA_PROFILE": "steady"}
     with SteadyLoad(services, cli.api_token()) as load:
-        promoted = cli("deploy", "--version", "v1.3.0", "--skip", "lint-test")
+        promoted = cli("deploy", "--version", "v1.3.0", "--skip", "lint-test", env=steady)
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert cli.report()["profile"] == "steady"
     assert load.sent > 100
     assert load.lost == []
     unaffected = [s for s in services if s["name"] != "comms-mcp"]
     with SteadyLoad(unaffected, cli.api_token()) as load:
         rolled_back = cli("deploy", "--version", "v9.9.8", "--fault", "comms-mcp:error_rate=1.0", "--skip",
-                          "lint-test")  # fmt: skip
+                          "lint-test", env=steady)  # fmt: skip
     assert rolled_back.returncode == 1, rolled_back.stdout + rolled_back.stderr
     assert load.sent > 100
     assert load.lost == []
