@@ -102,6 +102,36 @@ def test_a_bad_canary_is_rolled_back(cli: Cli, fault: str, words: tuple[str, ...
     stable_everywhere(cli, "v1.2.0")
 
 
+def config_changes(_home: Path) -> dict[str, Any]:
+    """Two profiles beside the repository's, both the local one but for:
+    ``steady``: health probes of 3 × 5 s, for the test that adds its own load to the engine's (a probe that times out
+    there says the machine is busy, and that test is about lost requests);
+    ``capped``: every workload held to 300 MiB resident at readiness-check (a service here uses about 100)."""
+    profiles: dict[str, Any] = yaml.safe_load((REPO / "sophia.yaml").read_text())["profiles"]
+    local = profiles["local"]
+    profiles["steady"] = {**copy.deepcopy(local), "health": {"interval_s": 2, "timeout_s": 5, "failure_threshold": 3}}
+    profiles["capped"] = {**copy.deepcopy(local), "readiness": {**local.get("readiness", {}), "max_memory_mib": 300}}
+    return {"profiles": profiles}
+
+
+def test_a_release_over_its_memory_limit_fails_readiness_and_rolls_back(cli: Cli) -> None:
+    result = cli("deploy", "--version", "v9.9.7", "--fault", "sophia-github:memory_mib=600", "--skip", "lint-test",
+                 env={"SOPHIA_PROFILE": "capped"})  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = cli.report()
+    assert report["outcome"] == "rolled_back"
+    assert [s["status"] for s in report["stages"]] == ["skipped"] + ["passed"] * 5 + ["failed"]
+    readiness = report["stages"][6]
+    assert "sophia-github stable: " in readiness["detail"], readiness["detail"]
+    assert "MiB resident, over its 300 MiB limit" in readiness["detail"]
+    measured = {(u["service"], u["track"]): u["memory_mib"] for u in readiness["data"]["resources"]}
+    assert {name for name, _ in measured} == {s["name"] for s in report["services"]}  # all 12 were measured
+    assert measured[("sophia-github", "stable")] > 600
+    assert [name for (name, _), mib in measured.items() if mib > 300] == ["sophia-github"]
+    assert readiness["detail"] in report["rollback"]["reason"]
+    stable_everywhere(cli, "v1.2.0")
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -163,16 +193,6 @@ class SteadyLoad:
                     if answer.status_code != 200 or answer.json().get("service") != service["name"]:
                         self.lost.append(f"{service['name']}: HTTP {answer.status_code}")
                 self._stop.wait(self._interval)
-
-
-def config_changes(_home: Path) -> dict[str, Any]:
-    """A ``steady`` profile beside the repository's: the local one with health probes of 3 × 5 s, for the test that
-    adds its own load to the engine's (a probe that times out there says the machine is busy, and that test is about
-    lost requests)."""
-    profiles: dict[str, Any] = yaml.safe_load((REPO / "sophia.yaml").read_text())["profiles"]
-    profiles["steady"] = {**copy.deepcopy(profiles["local"]),
-                          "health": {"interval_s": 2, "timeout_s": 5, "failure_threshold": 3}}  # fmt: skip
-    return {"profiles": profiles}
 
 
 def test_steady_load_loses_no_request_through_a_promotion_and_a_rollback(cli: Cli) -> None:

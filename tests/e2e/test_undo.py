@@ -1,4 +1,5 @@
-"""``sophia undo`` on the local platform through the real CLI: two promotions, then the earlier one back."""
+"""``sophia undo`` through the real CLI, on the local platform and on the Kubernetes rehearsal: two promotions, then
+the earlier one back to every service."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from tests.e2e.conftest import Cli, tolerant_local_profiles
 
 pytestmark = pytest.mark.slow
+PLATFORMS = ("local", "kubernetes")
 
 
 def config_changes(_home: Path) -> dict[str, Any]:

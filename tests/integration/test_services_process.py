@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -90,6 +91,16 @@ def test_crash_fault_kills_the_process_with_70_on_the_first_business_request(run
         httpx.post(service.base_url + "/tasks/create", json=TASK, headers=AUTH)
     assert service.process.wait(5) == 70
     assert "injected crash" in service.stderr()
+
+
+def test_the_memory_fault_keeps_its_ballast_resident_while_serving(running: list[ServiceProcess]) -> None:
+    plain = start_service("mcp-research", "generic", {})
+    heavy = start_service("mcp-context", "generic", {"SOPHIA_FAULTS": "memory_mib=256"})
+    running.extend([plain, heavy])
+    for service in (plain, heavy):  # both serve: the fault touches no request
+        assert httpx.get(service.base_url + "/version", headers=AUTH).status_code == 200
+    plain_mib, heavy_mib = (psutil.Process(s.process.pid).memory_info().rss / 2**20 for s in (plain, heavy))
+    assert heavy_mib - plain_mib > 200, (plain_mib, heavy_mib)
 
 
 def test_database_outage_makes_ready_503_without_leaking_the_password(running: list[ServiceProcess]) -> None:

@@ -27,6 +27,8 @@ from sophia.services.faults import CRASH_EXIT_CODE, FaultMiddleware, Faults, par
         ("crash=0", Faults()),
         ("crash=true", Faults(crash=True)),
         ("seed=42,error_rate=0.25", Faults(error_rate=0.25, seed=42)),
+        ("memory_mib=300", Faults(memory_mib=300)),
+        ("memory_mib=0.4", Faults()),
         (" error_rate = 0.5 , latency_ms=200,crash=1, ", Faults(error_rate=0.5, latency_ms=200, crash=True)),
     ],
 )
@@ -46,6 +48,9 @@ def test_parse_faults_accepts(text: str, expected: Faults) -> None:
         ("latency_ms=inf", "between 0 and 60000"),
         ("latency_ms=100000", "between 0 and 60000"),
         ("crash=maybe", "crash must be 1 or 0"),
+        ("memory_mib=5000", "between 0 and 4096"),
+        ("memory_mib=-1", "between 0 and 4096"),
+        ("memory_mib=lots", "number of MiB"),
         ("seed=x", "seed must be an integer"),
         ("explode=1", "unknown fault 'explode'"),
         ("error_rate", "name=value"),
@@ -60,10 +65,17 @@ def test_parse_faults_rejects_with_a_clear_message(text: str, message: str) -> N
 
 @pytest.mark.parametrize(
     "faults",
-    [Faults(), Faults(error_rate=0.5), Faults(latency_ms=20, crash=True), Faults(error_rate=0.1, seed=7)],
-)
+    [Faults(), Faults(error_rate=0.5), Faults(latency_ms=20, crash=True), Faults(error_rate=0.1, seed=7),
+     Faults(memory_mib=64)],
+)  # fmt: skip
 def test_describe_round_trips(faults: Faults) -> None:
     assert parse_faults(faults.describe()) == faults
+
+
+def test_the_memory_fault_touches_no_request_and_sizes_its_ballast() -> None:
+    assert not Faults(memory_mib=8).active
+    assert len(Faults(memory_mib=8).ballast()) == 8 * 2**20
+    assert Faults().ballast() == b""
 
 
 async def _ok_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -22,7 +22,13 @@ FAULT_KINDS: dict[str, tuple[float, float]] = {
     "error_rate": (0.0, 1.0),
     "latency_ms": (0.0, 600_000.0),
     "crash": (0.0, 1.0),
+    "memory_mib": (0.0, 4096.0),
 }
+
+
+def faults_text(faults: Mapping[str, float]) -> str:
+    """One service's faults as its processes read them (``SOPHIA_FAULTS``: ``crash=1,memory_mib=300``)."""
+    return ",".join(f"{kind}={value:g}" for kind, value in sorted(faults.items()))
 
 
 STAGE_FAULT = "stage"  # ``stage:NAME=fail``: a rehearsal fault on a pipeline stage, not on a service

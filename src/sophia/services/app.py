@@ -136,9 +136,11 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("%s %s (%s) serving; backend: %s; faults: %s", settings.service, settings.version, settings.track,
                  kind.backend, settings.faults.describe() or "none")  # fmt: skip
+        app.state.ballast = settings.faults.ballast()  # held while the process serves (``memory_mib``)
         try:
             yield
         finally:
+            app.state.ballast = b""
             await mcp.aclose()
             for close in [*kind.closers, database.close]:
                 await close()

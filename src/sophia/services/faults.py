@@ -5,9 +5,11 @@
 ``error_rate=p``   answer 500 ``{"ok": false, "error": "injected fault"}`` with probability ``p`` (0..1)
 ``latency_ms=n``   wait ``n`` milliseconds (rounded to a whole number) before handling each business request
 ``crash=1``        exit the process abruptly (status 70) on the first request to a business endpoint
+``memory_mib=n``   hold ``n`` MiB of written memory for the process's life (a release that needs more than it
+                   should: readiness-check holds each workload to its memory limit)
 ``seed=n``         seed the random draws of ``error_rate`` (reproducible rehearsals)
 
-Faults never touch ``/ready``, ``/metrics`` and ``/version``: a faulty version still starts and reports what it
+Request faults never touch ``/ready``, ``/metrics`` and ``/version``: a faulty version still starts and reports what it
 is. Errors also hit the liveness probe (``/health``); latency and crashes hit business endpoints only, like a slow
 query path or a crashing handler behind a liveness probe that still answers, so only metric analysis sees them.
 """
@@ -27,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 CRASH_EXIT_CODE = 70
 MAX_LATENCY_MS = 60_000
+MAX_MEMORY_MIB = 4096
 EXEMPT_PATHS = frozenset({"/ready", "/metrics", "/version"})
 PROBE_PATHS = frozenset({"/health", *EXEMPT_PATHS})
 INJECTED_ERROR_BODY = json.dumps({"ok": False, "error": "injected fault"}).encode()
@@ -41,11 +44,17 @@ class Faults:
     error_rate: float = 0.0
     latency_ms: int = 0
     crash: bool = False
+    memory_mib: int = 0
     seed: int | None = None
 
     @property
     def active(self) -> bool:
+        """Whether any request is touched (``memory_mib`` is not a request fault)."""
         return self.error_rate > 0 or self.latency_ms > 0 or self.crash
+
+    def ballast(self) -> bytes:
+        """``memory_mib`` MiB of memory, every page written, so that it is resident (empty without the fault)."""
+        return b"\xa5" * (self.memory_mib * 2**20)
 
     def describe(self) -> str:
         """The canonical ``SOPHIA_FAULTS`` spelling of these faults ("" when none)."""
@@ -56,6 +65,8 @@ class Faults:
             items.append(f"latency_ms={self.latency_ms}")
         if self.crash:
             items.append("crash=1")
+        if self.memory_mib:
+            items.append(f"memory_mib={self.memory_mib}")
         if self.seed is not None:
             items.append(f"seed={self.seed}")
         return ",".join(items)
@@ -81,6 +92,16 @@ def _latency(value: str) -> int:
     return round(latency)
 
 
+def _mebibytes(value: str) -> int:
+    try:
+        mib = float(value)
+    except ValueError:
+        raise ValueError(f"memory_mib must be a number of MiB, got {value!r}") from None
+    if not math.isfinite(mib) or not 0 <= mib <= MAX_MEMORY_MIB:
+        raise ValueError(f"memory_mib must be between 0 and {MAX_MEMORY_MIB}, got {value!r}")
+    return round(mib)
+
+
 def _flag(value: str) -> bool:
     lowered = value.lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -101,6 +122,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "error_rate": _rate,
     "latency_ms": _latency,
     "crash": _flag,
+    "memory_mib": _mebibytes,
     "seed": _seed,
 }
 

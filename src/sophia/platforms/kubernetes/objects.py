@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sophia.config import KubernetesPlatformConfig, ServiceSpec
-from sophia.engine.model import Track
+from sophia.engine.model import Track, faults_text
 
 Object = dict[str, Any]
 
@@ -218,7 +218,7 @@ def workload(
     faults: Mapping[str, float] | None = None,
 ) -> Object:
     """The Deployment of one version of a service on ``track`` (faults: rehearsal faults, canaries only)."""
-    text = ",".join(f"{kind}={value:g}" for kind, value in sorted((faults or {}).items()))
+    text = faults_text(faults or {})
     main = container(config, spec, track, image, version, git_sha=git_sha, content_hash=content_hash, faults=text)
     replicas = config.replicas if track is Track.STABLE else config.canary_replicas
     return deployment(config, spec, track, pod_template(config, spec, track, main, version), replicas=replicas)

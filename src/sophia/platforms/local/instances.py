@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sophia.engine.clock import Clock
-from sophia.engine.model import Artifact
+from sophia.engine.model import Artifact, faults_text
 from sophia.platforms.local import secrets as local_secrets
 from sophia.platforms.local import supervisor
 from sophia.platforms.local.router_table import Upstream
@@ -66,10 +66,6 @@ def unpack_wheel(wheel_path: Path, site: Path) -> Path:
     return site
 
 
-def faults_env(faults: Mapping[str, float]) -> str:
-    return ",".join(f"{kind}={value:g}" for kind, value in sorted(faults.items()))
-
-
 def start(
     paths: LocalPaths,
     *,
@@ -90,7 +86,7 @@ def start(
         "SOPHIA_GIT_SHA": artifact.git_sha,
         "SOPHIA_ARTIFACT": artifact.content_hash,
         "SOPHIA_BACKEND": "sandbox",
-        "SOPHIA_FAULTS": faults_env(faults or {}),
+        "SOPHIA_FAULTS": faults_text(faults or {}),
         **local_secrets.service_env(paths.home, kind, database_url),
     }
     ref, port = supervisor.spawn_service(service=service, kind=kind, site=site, home=paths.home, env=env, log=log)
