@@ -83,9 +83,19 @@ def _slower_than(sample: TrackSample, limit_ms: float) -> int:
     return slow_fraction(sample.latency_buckets, limit_ms, sample.requests).slow
 
 
-def _limit(absolute: float, stable: float | None) -> float:
-    """A canary fails a threshold only when it is also worse than stable: if both are over, the environment is."""
-    return absolute if stable is None else max(absolute, stable)
+def _limit(absolute: float, stable: float | None) -> tuple[float, bool]:
+    """A canary fails a threshold only when it is also worse than stable: if both are over, the environment is.
+    The limit, and whether it was raised to stable's own level."""
+    return (absolute, False) if stable is None or stable <= absolute else (stable, True)
+
+
+def _share_verdict(events: int, n: int, share: float, raised: bool) -> Verdict:
+    """Whether ``events`` of ``n`` is over ``share``: FAIL when surely (Wilson lower bound), INCONCLUSIVE when seen
+    over but not surely, PASS otherwise. Against a limit raised to stable's own level, a canary seen just over it is
+    as good as stable (equal ones are seen over half the time), so there only a sure excess counts."""
+    if wilson_lower(events, n) > share:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE if events > share * n and not raised else Verdict.PASS
 
 
 @dataclass(frozen=True)
@@ -121,24 +131,19 @@ def analysis_verdict(errors: Window, latency: Window | None, thresholds: Thresho
     assert timed is not None
     base = errors.stable if errors.stable.requests > 0 else None
     slow_base = latency.stable if latency.stable.requests > 0 else None
-    max_error = _limit(thresholds.max_error_rate, base.errors / base.requests if base else None)
-    max_p95 = _limit(thresholds.max_p95_ms, quantile_ms(slow_base, 0.95) if slow_base else None)
-    max_p99 = _limit(thresholds.max_p99_ms, quantile_ms(slow_base, 0.99) if slow_base else None)
-    failures, unsure = [], []
-    errors_seen = f"error rate {error_rate:.1%} > {max_error:.1%} ({canary.errors} of {n} requests)"
-    if wilson_lower(canary.errors, n) > max_error:
-        failures.append(errors_seen)
-    elif error_rate > max_error:
-        unsure.append(errors_seen)
-    for name, value, limit, share in (("p95", p95, max_p95, 0.05), ("p99", p99, max_p99, 0.01)):
-        slow = _slower_than(timed, limit)
+    max_error, error_raised = _limit(thresholds.max_error_rate, base.errors / base.requests if base else None)
+    seen = {f"error rate {error_rate:.1%} > {max_error:.1%} ({canary.errors} of {n} requests)":
+            _share_verdict(canary.errors, n, max_error, error_raised)}  # fmt: skip
+    for name, value, absolute, q, share in (("p95", p95, thresholds.max_p95_ms, 0.95, 0.05),
+                                            ("p99", p99, thresholds.max_p99_ms, 0.99, 0.01)):  # fmt: skip
         if value is None:
             continue
+        limit, raised = _limit(absolute, quantile_ms(slow_base, q) if slow_base else None)
+        slow = _slower_than(timed, limit)
         latency_seen = f"{name} latency {value:.0f} ms > {limit:.0f} ms ({slow} of {timed.requests} requests slower)"
-        if wilson_lower(slow, timed.requests) > share:
-            failures.append(latency_seen)
-        elif slow > share * timed.requests:
-            unsure.append(latency_seen)
+        seen[latency_seen] = _share_verdict(slow, timed.requests, share, raised)
+    failures = [why for why, verdict in seen.items() if verdict is Verdict.FAIL]
+    unsure = [why for why, verdict in seen.items() if verdict is Verdict.INCONCLUSIVE]
     if failures:
         return MetricVerdict(Verdict.FAIL, "; ".join(failures), n, error_rate, p95, p99)
     if unsure:
