@@ -94,6 +94,30 @@ def test_a_deploy_rehearses_on_a_branch_backs_up_migrates_and_checks_the_same_da
     assert neon.password not in output
 
 
+def test_a_run_failing_in_synthetics_takes_its_migration_back_with_the_down_file(world: NeonWorld) -> None:
+    cli, neon = world.cli, world.neon
+    up, down = world.migrations / "003_gadgets.sql", world.migrations / "003_gadgets.down.sql"
+    up.write_text("CREATE TABLE public.gadgets (id bigint PRIMARY KEY);\n")
+    down.write_text("DROP TABLE public.gadgets;\n")
+    try:
+        result = cli("deploy", "--version", "v1.2.0", "--skip", "lint-test", "--fault", "stage:synthetics=fail")
+        assert result.returncode == 1, result.stdout + result.stderr
+        report = cli.report()
+        assert report["outcome"] == "rolled_back"
+        assert next(s for s in report["stages"] if s["name"] == "migrate-neon")["data"]["applied"] == ["003_gadgets"]
+        database = report["rollback"]["database"]
+        assert (database["method"], database["error"]) == ("down_files", None)
+        main = neon.dsn(neon.main)
+        assert "public.gadgets" not in tables(main)
+        assert rows(main, "SELECT count(*) FROM sophia_meta.schema_migrations WHERE version = 3") == [(0,)]
+        markdown = (cli.state_dir / "runs" / "latest" / "report.md").read_text()
+        assert "003_gadgets taken back by down files" in markdown
+        assert {(s["stable_version"], s["canary_version"]) for s in cli.status()} == {("v1.1.0", None)}
+    finally:
+        up.unlink()
+        down.unlink()
+
+
 def test_a_migration_without_a_down_file_is_restored_from_the_backup_branch(world: NeonWorld) -> None:
     cli, neon = world.cli, world.neon
     (world.migrations / "003_widgets.sql").write_text("CREATE TABLE public.widgets (id bigint PRIMARY KEY);\n")
