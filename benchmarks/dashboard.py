@@ -39,10 +39,12 @@ from sophia.platforms.local.postgres import EmbeddedPostgres
 from sophia.store.postgres import PostgresStore
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the browser's lookup lives with the tests' fakes
+
+from tests.fakes.browser import FLAGS, chromium_path  # noqa: E402
+
 SERVICES = ["mcp-research", "mcp-context", "mcp-agents", "mcp-business", "comms-mcp", "crm-mcp", "analytics-mcp",
             "sophia-dashboard", "sophia-business", "sophia-hubspot", "sophia-github", "sophia-lambda"]  # fmt: skip
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
 SEEN = """() => {
   window.__seen = {};
   new MutationObserver(() => {
@@ -148,7 +150,7 @@ async def _wait_up(url: str, timeout_s: float = 30.0) -> None:
 
 async def _browse(url: str, run_id: str, store: PostgresStore, loads: int, n: int) -> tuple[list[float], list[float]]:
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=FLAGS)
+        browser = await p.chromium.launch(executable_path=chromium_path(), headless=True, args=FLAGS)
         paints = []
         for _ in range(loads):
             page = await browser.new_page()

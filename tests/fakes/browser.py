@@ -1,7 +1,8 @@
 """Headless Chromium for browser tests: Debian's ``/usr/bin/chromium`` driven by Playwright (no browser download).
 
-Without the browser (or Playwright) a test is skipped, except under CI (``CI=true``), where it fails: CI installs
-the browser with ``ci/install-chromium.sh``.
+``$SOPHIA_CHROMIUM`` names another binary; without it, Debian's Chromium, else a Google Chrome on the PATH (what
+GitHub's Ubuntu runners carry). Without any (or without Playwright) a test is skipped, except under CI
+(``CI=true``), where it fails: CI installs the browser with ``ci/install-chromium.sh``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("SOPHIA_CHROMIUM", "/usr/bin/chromium")
+CANDIDATES = ("/usr/bin/chromium", "chromium", "google-chrome")
 # The machine's network is closed: without these, Chromium's background connections are refused many at a time.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+
+
+def chromium_path() -> str | None:
+    """The browser binary to drive: ``$SOPHIA_CHROMIUM`` if set, else the first candidate found."""
+    chosen = os.environ.get("SOPHIA_CHROMIUM")
+    return shutil.which(chosen) if chosen else next(filter(None, map(shutil.which, CANDIDATES)), None)
 
 
 def _missing(message: str) -> None:
@@ -30,14 +37,15 @@ def _missing(message: str) -> None:
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Any]:
     """A Playwright browser (headless Debian Chromium) with a fresh profile, closed after the block."""
-    if shutil.which(CHROMIUM) is None:
-        _missing(f"no Chromium at {CHROMIUM}")
+    executable = chromium_path()
+    if executable is None:
+        _missing(f"no Chromium ({os.environ.get('SOPHIA_CHROMIUM') or ', '.join(CANDIDATES)})")
     try:
         from playwright.async_api import async_playwright
     except ImportError:
         _missing("playwright is not installed (pip install -e '.[dev]')")
     async with async_playwright() as p:  # launch() gives the browser a new, empty profile of its own
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = await p.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
         try:
             yield browser
         finally:
