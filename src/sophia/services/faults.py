@@ -82,24 +82,19 @@ def _rate(value: str) -> float:
     return rate
 
 
-def _latency(value: str) -> int:
-    try:
-        latency = float(value)
-    except ValueError:
-        raise ValueError(f"latency_ms must be a number of milliseconds, got {value!r}") from None
-    if not math.isfinite(latency) or not 0 <= latency <= MAX_LATENCY_MS:
-        raise ValueError(f"latency_ms must be between 0 and {MAX_LATENCY_MS}, got {value!r}")
-    return round(latency)
+def _whole(name: str, unit: str, high: int) -> Callable[[str], int]:
+    """A parser of a number of ``unit`` from 0 to ``high``, rounded to a whole one."""
 
+    def parse(value: str) -> int:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number of {unit}, got {value!r}") from None
+        if not math.isfinite(number) or not 0 <= number <= high:
+            raise ValueError(f"{name} must be between 0 and {high}, got {value!r}")
+        return round(number)
 
-def _mebibytes(value: str) -> int:
-    try:
-        mib = float(value)
-    except ValueError:
-        raise ValueError(f"memory_mib must be a number of MiB, got {value!r}") from None
-    if not math.isfinite(mib) or not 0 <= mib <= MAX_MEMORY_MIB:
-        raise ValueError(f"memory_mib must be between 0 and {MAX_MEMORY_MIB}, got {value!r}")
-    return round(mib)
+    return parse
 
 
 def _flag(value: str) -> bool:
@@ -120,9 +115,9 @@ def _seed(value: str) -> int:
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "error_rate": _rate,
-    "latency_ms": _latency,
+    "latency_ms": _whole("latency_ms", "milliseconds", MAX_LATENCY_MS),
     "crash": _flag,
-    "memory_mib": _mebibytes,
+    "memory_mib": _whole("memory_mib", "MiB", MAX_MEMORY_MIB),
     "seed": _seed,
 }
 
