@@ -10,8 +10,9 @@ before forwarding it (RBAC: the deployer may ``list pods.metrics.k8s.io``); a re
 Paths: ``/apis`` (aggregated discovery, ``apidiscovery.k8s.io/v2``, when asked for it, else an APIGroupList — the
 aggregator asks for the first and falls back to the legacy documents), ``/apis/metrics.k8s.io``,
 ``/apis/metrics.k8s.io/v1beta1`` (the availability check GETs this one), the PodMetrics of one namespace or all
-(``labelSelector`` honoured), one pod's, and ``/healthz``, ``/livez``, ``/readyz``. OpenAPI is not served: the
-aggregator skips an APIService whose ``/openapi/v2`` and ``/openapi/v3`` answer 404.
+(``labelSelector`` honoured), one pod's, and ``/healthz``, ``/livez``, ``/readyz``. ``/openapi/v2`` is a document
+with no paths: the aggregator downloads it for every APIService and, on a 404, logs an error and retries with
+back-off (kube-aggregator's OpenAPI v2 controller); a 404 on ``/openapi/v3`` it takes quietly.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ _DISCOVERY = {
         {"resource": "pods", "responseKind": {"group": GROUP, "version": VERSION, "kind": "PodMetrics"},
          "scope": "Namespaced", "singularResource": "", "verbs": ["get", "list"]}]}]}],
 }  # fmt: skip
+
+
+_OPENAPI_V2 = {"swagger": "2.0", "info": {"title": "sophia rehearsal metrics API", "version": VERSION}, "paths": {}}
 
 
 def status(code: int, reason: str, message: str) -> JSONResponse:
@@ -102,6 +106,9 @@ def app(store: PodMetricsStore) -> Starlette:
             return status(404, "NotFound", f'podmetrics.{GROUP} "{name}" not found')
         return JSONResponse({"kind": "PodMetrics", "apiVersion": GROUP_VERSION, **found[0]})
 
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(_OPENAPI_V2)
+
     async def healthy(_: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -109,6 +116,7 @@ def app(store: PodMetricsStore) -> Starlette:
     api: dict[str, Endpoint] = {
         "/apis": groups, f"/apis/{GROUP}": group, base: resources, f"{base}/pods": pods,
         base + "/namespaces/{namespace}/pods": pods, base + "/namespaces/{namespace}/pods/{name}": pod,
+        "/openapi/v2": openapi,
     }  # fmt: skip
     routes = [Route(path, authenticated(endpoint)) for path, endpoint in api.items()]
     routes += [Route(path, healthy) for path in HEALTH]
