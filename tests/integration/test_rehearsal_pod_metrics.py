@@ -91,6 +91,15 @@ async def test_pod_metrics_are_the_processes_cpu_over_a_window_and_resident_memo
     assert used > hog.burned_s / 2  # it burned that much before it was ready (the kernel counts in ticks)
 
 
+async def test_a_containers_memory_is_its_whole_process_tree() -> None:
+    with container_process(burn_s=0.0, mib=32, children=2) as tree:
+        running = [(pod("worker-1", "sophia", "worker", app="worker"), tree.ref)]
+        [metrics] = await PodMetricsStore(lambda: running, SystemClock()).list("sophia", parse(""))
+        memory = quantity(metrics["containers"][0]["usage"]["memory"])
+        assert memory > 3 * 32 * MIB
+        assert abs(memory - tree.rss) < 8 * MIB
+
+
 async def test_a_label_selector_and_the_namespace_choose_the_pods(client: httpx.AsyncClient) -> None:
     assert await names(client, f"{BASE}/namespaces/sophia/pods") == ["comms-mcp-7d9f-x1", "crm-mcp-5c4b-y2"]
     assert await names(client, f"{BASE}/namespaces/sophia/pods", labelSelector="app=crm-mcp") == ["crm-mcp-5c4b-y2"]

@@ -14,9 +14,8 @@ read that asks for it, so a pod is listed from the moment its container runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,20 +59,36 @@ class Container:
                    pod["spec"]["containers"][0]["name"], process)  # fmt: skip
 
 
-def measure(process: ProcessRef) -> tuple[float, int, datetime] | None:
+def measure_all(processes: Sequence[ProcessRef]) -> list[tuple[float, int, datetime] | None]:
+    """Each process tree's cumulative CPU seconds, resident bytes and start time (None for a process gone); the
+    process table is read once for all of them."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    return [measure(process, children) for process in processes]
+
+
+def measure(process: ProcessRef, children: Mapping[int, Sequence[int]]) -> tuple[float, int, datetime] | None:
     """The process tree's cumulative CPU seconds, resident bytes and start time; None when the process is gone."""
     try:
         root = psutil.Process(process.pid)
         if abs(root.create_time() - process.create_time) >= 0.5:
             return None  # the pid was reused
-        cpu, memory = 0.0, 0
-        for proc in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess), proc.oneshot():
+    except psutil.Error:
+        return None
+    cpu, memory, tree = 0.0, 0, [process.pid]
+    while tree:
+        pid = tree.pop()
+        tree.extend(children.get(pid, ()))
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
                 times = proc.cpu_times()
                 cpu += times.user + times.system + times.children_user + times.children_system
                 memory += proc.memory_info().rss
-    except psutil.Error:
-        return None
+        except psutil.Error:  # gone meanwhile: a child that exited counts in its parent's children times
+            if pid == process.pid:
+                return None
     return cpu, memory, datetime.fromtimestamp(process.create_time, UTC)
 
 
@@ -133,7 +148,7 @@ class PodMetricsStore:
                 self._forget(key)
         if not wanted:
             return
-        measured = await asyncio.to_thread(lambda: [measure(c.process) for c in wanted])
+        measured = await asyncio.to_thread(measure_all, [c.process for c in wanted])
         at = self.clock.now()
         for container, found in zip(wanted, measured, strict=True):
             key = (container.uid, container.name)
