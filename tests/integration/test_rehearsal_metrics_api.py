@@ -12,9 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lightkube import AsyncClient
+from lightkube.resources.apiregistration_v1 import APIService
 
 from sophia.engine.clock import SystemClock
 from sophia.engine.model import Track
+from sophia.engine.ports import PlatformError
 from sophia.platforms.kubernetes.api import KubeApiError, NotFoundError
 from sophia.platforms.kubernetes.usage import quantity
 from sophia.rehearsal import aggregation
@@ -122,6 +125,29 @@ async def test_the_metrics_api_refuses_a_client_without_the_front_proxys_certifi
     async with httpx.AsyncClient(verify=client_context(pki, FRONT_PROXY_CLIENT), trust_env=False) as client:
         assert (await client.get(url, headers=headers)).status_code == 200
         assert (await client.get(url)).status_code == 401  # the front proxy always says who is asking
+
+
+async def test_an_api_service_that_is_not_available_is_named_with_the_aggregators_reason(world: KubeWorld) -> None:
+    admin = world.cluster.admin_config
+    with listen(0) as sock:  # a port of our own, closed again: nothing listens there
+        port = sock.getsockname()[1]
+    await aggregation.register(admin, world.cluster.plane.credentials.ca, port)
+    try:
+        async with asyncio.timeout(60):  # until the aggregator has checked it once
+            while aggregation.condition(await api_service(world)) == (False, "no Available condition yet"):
+                await asyncio.sleep(0.1)
+        with pytest.raises(PlatformError) as refused:
+            await aggregation.wait_available(admin, SystemClock(), 0.5)
+        assert "the metrics API (APIService v1beta1.metrics.k8s.io) is not Available after 0.5s" in str(refused.value)
+        assert "FailedDiscoveryCheck: failing or missing response from https://localhost:" in str(refused.value)
+    finally:
+        await aggregation.unregister(admin)
+        await gone(world)
+
+
+async def api_service(world: KubeWorld) -> APIService:
+    async with AsyncClient(world.cluster.admin_config, trust_env=False) as client:
+        return await client.get(APIService, aggregation.API_SERVICE)
 
 
 def client_context(pki: Credentials, cert: str | None = None) -> ssl.SSLContext:
