@@ -128,6 +128,7 @@ class PodMetricsStore:
         self._points: dict[tuple[str, str], tuple[Point | None, Point]] = {}  # (pod uid, container) → (prev, last)
         self._started: dict[tuple[str, str], datetime] = {}
         self._containers: dict[tuple[str, str], Container] = {}
+        self._scraping = asyncio.Lock()  # one scrape at a time: each decides what is due after the last one wrote
 
     async def run(self) -> None:
         """Scrape every ``resolution_s`` until cancelled."""
@@ -140,6 +141,10 @@ class PodMetricsStore:
 
     async def scrape(self, *, only_new: bool = False) -> None:
         """Measure every running container (with ``only_new``, those never measured); forget the ones gone."""
+        async with self._scraping:
+            await self._scrape(only_new=only_new)
+
+    async def _scrape(self, *, only_new: bool) -> None:
         running = {(c.uid, c.name): c for c in (Container.of(pod, ref) for pod, ref in self._running())}
         now = self.clock.now()
         wanted = [c for key, c in running.items() if self._due(key, now, only_new=only_new)]
