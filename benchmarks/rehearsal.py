@@ -33,7 +33,7 @@ def write_config(home: Path, platform: str) -> Path:
     raw["local"].update({"postgres_port": free_port(taken), "router_admin_port": free_port(taken)})
     raw["local"]["router_ports"] = {s["name"]: free_port(taken) for s in raw["services"]}
     ports = ("apiserver_port", "etcd_port", "etcd_peer_port", "router_admin_port", "gateway_port", "prometheus_port",
-             "postgres_port")  # fmt: skip
+             "postgres_port", "metrics_api_port")  # fmt: skip
     raw["rehearsal"] = {name: free_port(taken) for name in ports}
     raw["rehearsal"]["router_port_base"] = _run_of_ports(len(raw["services"]), taken)
     path = home / "sophia.yaml"

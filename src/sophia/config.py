@@ -307,8 +307,8 @@ class GatewayConfig(_Model):
 
 
 class RehearsalConfig(_Model):
-    """The Kubernetes rehearsal on this machine (``sophia rehearse up``): a real control plane, a kubelet and a mesh
-    stand-in, Prometheus and an embedded Postgres, on these loopback ports."""
+    """The Kubernetes rehearsal on this machine (``sophia rehearse up``): a real control plane, kubelet, mesh and
+    metrics-server stand-ins, Prometheus and an embedded Postgres, on these loopback ports."""
 
     apiserver_port: Port = 16443
     etcd_port: Port = 12379
@@ -318,6 +318,7 @@ class RehearsalConfig(_Model):
     router_port_base: Port = 19001
     prometheus_port: Port = 19090
     postgres_port: Port = 55433
+    metrics_api_port: Port = 19443  # the metrics-server stand-in, behind the apiserver's aggregation layer
     baseline_version: Version = "v1.0.0"
     startup_timeout_s: Seconds = 120.0
 

@@ -108,7 +108,7 @@ def write_config(folder: Path, state_dir: Path, platform: str = "local", **chang
     raw["local"].update({"postgres_port": free_port(), "router_admin_port": free_port()})
     raw["local"]["router_ports"] = {service["name"]: free_port() for service in raw["services"]}
     ports = ("apiserver_port", "etcd_port", "etcd_peer_port", "router_admin_port", "gateway_port", "prometheus_port",
-             "postgres_port")  # fmt: skip
+             "postgres_port", "metrics_api_port")  # fmt: skip
     raw["rehearsal"] = {**{name: free_port() for name in ports}, "router_port_base": _free_run(len(raw["services"]))}
     raw.update(changes)
     path = folder / "sophia.yaml"

@@ -62,6 +62,22 @@ def test_a_release_is_promoted_through_the_seven_stages(cli: Cli) -> None:
     stable_everywhere(cli, "v1.1.0")
 
 
+def test_readiness_measured_every_services_memory(cli: Cli) -> None:
+    """The promotion's readiness-check (the test above) held each service's stable workload to the limits with
+    measured figures: psutil on the local platform; on the rehearsal, PodMetrics the deployer read through the
+    apiserver's aggregation layer from the metrics-server stand-in."""
+    report = cli.report()
+    assert (report["version"], report["outcome"]) == ("v1.1.0", "promoted"), "reads the promotion's report"
+    readiness = report["stages"][6]
+    assert "resources_unmeasured" not in readiness["data"], readiness["data"]["resources_unmeasured"]
+    stable = {u["service"]: u for u in readiness["data"]["resources"] if u["track"] == "stable"}
+    assert set(stable) == {s["name"] for s in report["services"]}
+    for usage in stable.values():
+        assert 20 < usage["memory_mib"] < 2048, usage  # a service's interpreter, its app and its pools
+        assert usage["cpu_percent"] >= 0, usage
+    assert "workloads within limits" in readiness["detail"]
+
+
 def test_building_the_same_tree_again_is_a_cache_hit(cli: Cli) -> None:
     result = cli("deploy", "--version", "v1.2.0", "--skip", "lint-test")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -199,7 +199,7 @@ async def test_the_role_grants_exactly_what_the_platform_uses(world: KubeWorld) 
     await platform.promote()
     await platform.retire_previous()
     await platform.validate()
-    # The control plane serves no metrics.k8s.io (no aggregation layer, no metrics-server): asked, and said so.
+    # No metrics-server is registered with this control plane's aggregation layer: asked, and said so.
     assert await platform.resources() == ResourceReport(unmeasured="metrics.k8s.io not served")
     await dry_run(world.settings, VERSION, {})
     await test_a_409_on_a_virtual_service_is_retried_after_a_fresh_read(world)  # the retry path reads afresh

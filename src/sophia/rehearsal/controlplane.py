@@ -6,7 +6,9 @@ with TLS from a throwaway CA, client-certificate authentication, RBAC authorizat
 the controller manager with the controllers a Deployment needs. There is no kubelet and no scheduler: the
 rehearsal's own kubelet (``kubelet.py``) binds pods and reports their status. Istio's CRDs (from the ``istio.io/api``
 module, copied by the build) are installed at start, so VirtualServices and DestinationRules are validated by the
-real apiserver.
+real apiserver. The aggregation layer is configured as kubeadm configures it (a front-proxy CA, the client
+certificate the aggregator presents to extension API servers, the request-header flags), so an APIService can put
+an extension API — the rehearsal's metrics API (``metrics_api.py``) — behind the apiserver.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from sophia.platforms.local.state import ProcessRef
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 SERVICE_CIDR = "10.0.0.0/16"
+# The aggregation layer: the name in the client certificate the aggregator presents to extension API servers, and
+# the Service (of type ExternalName, see aggregation.py) the metrics APIService points at — whose DNS name the
+# aggregator expects in the extension server's certificate.
+FRONT_PROXY_CLIENT = "front-proxy-client"
+METRICS_SERVICE = ("kube-system", "metrics-server")
 # What a Deployment needs, and nothing that expects kubelets on nodes (node lifecycle would evict our pods).
 CONTROLLERS = (
     "deployment-controller",
@@ -111,6 +118,11 @@ class Credentials:
     def service_account_key(self) -> Path:
         return self.folder / "service-account-key.pem"
 
+    @property
+    def front_proxy_ca(self) -> Path:
+        """The CA of the aggregator's client certificate: extension API servers trust requests signed by it."""
+        return self.folder / "front-proxy-ca.pem"
+
     def create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         ca = trustme.CA(organization_name="sophia rehearsal")
@@ -125,6 +137,14 @@ class Credentials:
             "controller-manager",
             ca.issue_cert("kube-controller-manager", common_name="system:kube-controller-manager"),
         )
+        # The aggregation layer: a CA of its own for the front proxy (as kubeadm makes it), and the serving cert of
+        # the metrics API, issued by the cluster CA (its APIService's caBundle) for the name the aggregator dials.
+        front_proxy = trustme.CA(organization_name="sophia rehearsal front proxy")
+        front_proxy.cert_pem.write_to_path(str(self.front_proxy_ca))
+        self._write(FRONT_PROXY_CLIENT, front_proxy.issue_cert(FRONT_PROXY_CLIENT, common_name=FRONT_PROXY_CLIENT))
+        namespace, name = METRICS_SERVICE
+        self._write("metrics-server", ca.issue_cert(f"{name}.{namespace}.svc", "localhost", "127.0.0.1",
+                                                    common_name=f"{name}.{namespace}.svc"))  # fmt: skip
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.service_account_key.write_bytes(
             key.private_bytes(
@@ -261,6 +281,15 @@ class ControlPlane:
             f"--tls-cert-file={creds.pem('apiserver')}",
             f"--tls-private-key-file={creds.key('apiserver')}",
             f"--client-ca-file={creds.ca}",
+            # The aggregation layer (routing stays at its default: an APIService's Service is resolved by
+            # ResolveCluster, which dials an ExternalName Service's externalName).
+            f"--requestheader-client-ca-file={creds.front_proxy_ca}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={creds.pem(FRONT_PROXY_CLIENT)}",
+            f"--proxy-client-key-file={creds.key(FRONT_PROXY_CLIENT)}",
             "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={creds.service_account_key}",

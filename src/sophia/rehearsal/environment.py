@@ -2,11 +2,13 @@
 
 ``up`` starts, in order: an embedded Postgres (the services' database and the run store), the real control plane,
 the router daemon (the mesh's data plane, with a gateway listener), Prometheus scraping the router's Istio
-metrics, and the agent (kubelet and mesh stand-ins); publishes the baseline release to the rehearsal registry;
-applies ``deploy/k8s`` for it with the Secrets the services need; writes the deployer's kubeconfig; and waits
-until every service answers through the gateway. It then records its endpoints in
-``<state_dir>/rehearsal/endpoints.yaml`` (mode 0600: it holds the database DSN), where ``--platform kubernetes``
-finds them. ``down`` stops every process the rehearsal started, found by their mark, and forgets the cluster.
+metrics, and the agent (kubelet, mesh and metrics-server stand-ins); publishes the baseline release to the
+rehearsal registry; applies ``deploy/k8s`` for it with the Secrets the services need; writes the deployer's
+kubeconfig; registers the metrics API with the apiserver's aggregation layer (``aggregation.py``); and waits until
+every service answers through the gateway and the aggregator finds the metrics API Available. It then records its
+endpoints in ``<state_dir>/rehearsal/endpoints.yaml`` (mode 0600: it holds the database DSN), where ``--platform
+kubernetes`` finds them. ``down`` stops every process the rehearsal started, found by their mark, and forgets the
+cluster.
 
 Only the platform adapter differs from production: the engine deploys through the Kubernetes API as the
 deployer ServiceAccount, judges canaries from Prometheus, and reaches services through the gateway.
@@ -41,13 +43,14 @@ from sophia.platforms.kubernetes import KubernetesPlatform
 from sophia.platforms.local import supervisor
 from sophia.platforms.local.postgres import EmbeddedPostgres, PostgresError
 from sophia.platforms.local.state import ProcessRef
-from sophia.rehearsal import prometheus
+from sophia.rehearsal import aggregation, prometheus
 from sophia.rehearsal.bootstrap import bootstrap, deployer_kubeconfig
 from sophia.rehearsal.controlplane import Binaries, ControlPlane, Ports, write_private
 from sophia.services.analytics_role import ANALYTICS_ROLE, provision_login
 from sophia.services.sandbox import ensure_sandbox_schema
 
 REGISTRY_HOST = "rehearsal.local"
+METRICS_API_TIMEOUT_S = 30.0  # the aggregator checks an APIService at once, then backs off to 30 s between checks
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def _ports(settings: Settings) -> dict[str, int]:
     r = settings.rehearsal
     wanted = {"kube-apiserver": r.apiserver_port, "etcd": r.etcd_port, "etcd peers": r.etcd_peer_port,
               "router admin API": r.router_admin_port, "gateway": r.gateway_port, "Prometheus": r.prometheus_port,
-              "embedded Postgres": r.postgres_port}  # fmt: skip
+              "embedded Postgres": r.postgres_port, "metrics API": r.metrics_api_port}  # fmt: skip
     return {**wanted, **{f"router for {name}": port for name, port in router_ports(settings).items()}}
 
 
@@ -196,7 +199,9 @@ async def _start(settings: Settings, binaries: Binaries) -> None:
     await bootstrap(admin, target, baseline.version, baseline.images, made)
     await deployer_kubeconfig(plane, k8s.namespace, paths.kubeconfig)
     remember("agent", _agent(settings, cluster, plane, registry))
+    await aggregation.register(admin, plane.credentials.ca, rehearsal.metrics_api_port)
     await _wait_ready(target, time.monotonic() + rehearsal.startup_timeout_s)
+    await aggregation.wait_available(admin, SystemClock(), METRICS_API_TIMEOUT_S)
     write_private(paths.endpoints, yaml.safe_dump(_endpoints(target, database_url, token), sort_keys=False))
 
 
@@ -233,7 +238,9 @@ def _agent(settings: Settings, home: Path, plane: ControlPlane, registry: WheelR
     k8s = settings.kubernetes
     argv = [sys.executable, "-m", "sophia.rehearsal.agent", "--home", str(home), "--registry", str(registry.root),
             "--kubeconfig", str(plane.admin_kubeconfig), "--namespaces", f"{k8s.namespace},{k8s.canary_namespace}",
-            "--router", f"http://127.0.0.1:{settings.rehearsal.router_admin_port}"]  # fmt: skip
+            "--router", f"http://127.0.0.1:{settings.rehearsal.router_admin_port}",
+            "--metrics-port", str(settings.rehearsal.metrics_api_port),
+            "--pki", str(plane.credentials.folder)]  # fmt: skip
     for name in settings.service_names:
         argv += ["--service", name]
     return supervisor.spawn(argv, home=home, env={}, log=home / "logs" / "agent.log")

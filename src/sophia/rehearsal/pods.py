@@ -165,6 +165,10 @@ class ProcessPods:
             return True
         return False
 
+    def running(self) -> list[tuple[Object, ProcessRef]]:
+        """Each pod whose container has a process now, with that process (what the metrics API measures)."""
+        return [(w.pod, w.process) for w in self._workers.values() if w.process is not None and not w.stopped.is_set()]
+
     async def aclose(self) -> None:
         self._detaching = True
         for worker in self._workers.values():
