@@ -143,7 +143,8 @@ def test_a_release_over_its_memory_limit_fails_readiness_and_rolls_back(cli: Cli
     measured = {(u["service"], u["track"]): u["memory_mib"] for u in readiness["data"]["resources"]}
     assert {name for name, _ in measured} == {s["name"] for s in report["services"]}  # all 12 were measured
     assert measured[("sophia-github", "stable")] > 600
-    assert [name for (name, _), mib in measured.items() if mib > 300] == ["sophia-github"]
+    # (on Kubernetes a canary pod still terminating after the promotion is measured too)
+    assert {name for (name, _), mib in measured.items() if mib > 300} == {"sophia-github"}
     assert readiness["detail"] in report["rollback"]["reason"]
     stable_everywhere(cli, "v1.2.0")
 
