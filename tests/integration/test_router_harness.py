@@ -3,6 +3,7 @@ daemon's life-cycle tests: start, SIGTERM, taken ports, bad arguments."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import socket
@@ -23,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
+from tests.fakes.service_process import start_service
 
 # The twelve Sophia services, in sophia.yaml order.
 SERVICES = [
@@ -242,6 +244,46 @@ def test_sigterm_stops_the_daemon_within_a_second_and_frees_every_port() -> None
         assert not psutil.pid_exists(router.proc.pid)
         assert all(port_is_free(p) for p in [router.admin_port, *router.ports.values()])
         assert "shutting down" in router.stderr()
+
+
+def test_idle_keep_alive_connections_outlive_the_clients_pools() -> None:
+    """The router's listeners and a service keep an idle connection open past the 5 s for which their httpx clients
+    pool one, so a client never sends on a connection the server is closing at that moment (a request that fails
+    with no answer: a refused route change, or an error counted against a canary)."""
+    service = start_service("mcp-research", "generic", {})
+    try:
+        with running_router(["mcp-research"]) as router:
+            stable = {"url": service.base_url, "version": "v1.0.0"}
+            body = {"stable": stable, "canary": None, "canary_weight": 0}
+            assert httpx.put(f"{router.admin_url}/routes/mcp-research", json=body).status_code == 200
+            service_port = int(service.base_url.rsplit(":", 1)[1])
+            targets = {
+                "admin": (router.admin_port, "/healthz"),
+                "data plane": (router.ports["mcp-research"], "/health"),
+                "service": (service_port, "/health"),
+            }
+            connections = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                           for name, (port, _) in targets.items()}  # fmt: skip
+            first = {name: _get(connections[name], path) for name, (_, path) in targets.items()}
+            time.sleep(6.0)  # a real server's idle timeout is under test: past the clients' 5 s and uvicorn's default
+            # http.client opens a new connection only when it knows the old one closed, so an answer arriving on the
+            # same local address came over the connection that sat idle.
+            again = {name: _get(connections[name], path) for name, (_, path) in targets.items()}
+            for conn in connections.values():
+                conn.close()
+            assert again == first
+            assert {status for status, _ in first.values()} == {200}
+    finally:
+        service.stop()
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, object]:
+    """The status of ``GET path`` over ``conn`` and the local address of the connection it came over."""
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    assert conn.sock is not None
+    return response.status, conn.sock.getsockname()
 
 
 def test_sigterm_with_a_request_in_flight_still_exits_promptly() -> None:

@@ -17,6 +17,7 @@ from sophia.platforms.kubernetes.render import manifests, release_plan, tag_imag
 from sophia.platforms.kubernetes.rollout import rollout_state, template_of_revision, workload_health
 from sophia.platforms.kubernetes.status import ClusterView, compose, problems
 from sophia.platforms.kubernetes.writes import desired_from, fence_of
+from sophia.services.settings import KEEP_ALIVE_S
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = load_config(REPO / "sophia.yaml", env={}, overrides={"platform": "kubernetes"})
@@ -164,6 +165,15 @@ def test_status_reads_versions_weights_and_liveness_from_the_objects() -> None:
     found = problems(CONFIG, [spec], view)
     assert f"{spec.name} canary: 0/1 pods ready" in found
     assert f"{spec.name} stable: no Service in sophia" in found
+
+
+@pytest.mark.parametrize("track", list(Track))
+def test_the_sidecar_drops_an_idle_connection_before_the_service_would(track: Track) -> None:
+    spec = SETTINGS.services[0]
+    pool = objects.destination_rule(CONFIG, spec, track)["spec"]["trafficPolicy"]["connectionPool"]["http"]
+    idle = pool["idleTimeout"]
+    assert idle.endswith("s")
+    assert 0 < int(idle.removesuffix("s")) < KEEP_ALIVE_S
 
 
 def test_the_release_plan_lists_the_canary_steps_and_the_full_rollout() -> None:

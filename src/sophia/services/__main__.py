@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from sophia.services.app import create_app
 from sophia.services.redact import RedactingFormatter
-from sophia.services.settings import SERVICE_KINDS, ServiceSettings
+from sophia.services.settings import KEEP_ALIVE_S, SERVICE_KINDS, ServiceSettings
 
 CONFIG_ERROR_EXIT = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s {name}: %(message)s"
@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_s)),
+        timeout_keep_alive=KEEP_ALIVE_S,
         server_header=False,
     )
     _Server(config).run(sockets=[sock])  # uvloop and httptools when installed

@@ -42,6 +42,10 @@ ServiceKind = Literal["generic", "comms", "crm", "analytics"]
 Track = Literal["stable", "canary"]
 BackendChoice = Literal["auto", "sandbox"]
 MIN_TOKEN_LENGTH = 24
+# How long a service keeps an idle keep-alive connection open: longer than any client in front of it pools one
+# (httpx and the local router: 5 s; Istio's sidecar: the DestinationRule's idleTimeout), so no client ever sends a
+# request on a connection the service is closing at that very moment — that request would fail with no answer.
+KEEP_ALIVE_S = 75
 
 SERVICE_KINDS: dict[str, ServiceKind] = {
     "mcp-research": "generic",

@@ -26,6 +26,10 @@ UNDO_ANNOTATION = "sophia.dev/undo-revision"  # the stable revision a promotion 
 TRACK_LABEL = "sophia.dev/track"
 ISTIO_API = "networking.istio.io/v1"
 SERVICE_PORT = 80
+# The sidecar drops a pooled connection to a service after this much idleness, before the service would close it
+# (sophia.services.settings.KEEP_ALIVE_S): Envoy's default is an hour, and a request it sends on a connection the
+# service is closing fails as a 503 that the canary analysis would count against the release.
+MESH_IDLE_TIMEOUT_S = 30
 SERVICE_ACCOUNT = "sophia-service"  # what the services' pods run as: no API permissions, no token mounted
 
 
@@ -195,7 +199,13 @@ def destination_rule(config: KubernetesPlatformConfig, spec: ServiceSpec, track:
             "host": host(spec.name, namespace),
             "trafficPolicy": {
                 "tls": {"mode": "ISTIO_MUTUAL"},
-                "connectionPool": {"http": {"http1MaxPendingRequests": 1024, "maxRequestsPerConnection": 0}},
+                "connectionPool": {
+                    "http": {
+                        "http1MaxPendingRequests": 1024,
+                        "maxRequestsPerConnection": 0,
+                        "idleTimeout": f"{MESH_IDLE_TIMEOUT_S}s",
+                    }
+                },
             },
         },
     }

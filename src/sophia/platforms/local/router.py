@@ -55,6 +55,10 @@ HOST = "127.0.0.1"
 GRACE_S = 0.5
 DEFAULT_UPSTREAM_TIMEOUT_S = 30.0
 BACKLOG = 2048
+# An idle keep-alive connection stays open this long: longer than its clients (the platform's RouterClient, the
+# load generator, synthetics and probes, all httpx) pool one, 5 s. Were the two equal, a client could send on a
+# connection the daemon is closing at that moment, and the request would fail with no answer.
+KEEP_ALIVE_S = 75
 
 log = logging.getLogger("sophia.router")
 
@@ -201,6 +205,7 @@ def _listener(app: ASGIApp, *, data_plane: bool) -> _Listener:
         date_header=not data_plane,
         # uvicorn annotates this as int but hands it to asyncio.wait_for, which takes fractions of a second.
         timeout_graceful_shutdown=GRACE_S,  # type: ignore[arg-type]
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=BACKLOG,
     )
     return _Listener(config)
